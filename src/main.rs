@@ -1,0 +1,144 @@
+//! The brokerside command line: parse arguments, load and validate the config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use brokerside::config::Config;
+use brokerside::metrics::Metrics;
+use brokerside::proxy::Proxy;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for an invalid config file.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code when the sidecar cannot start (a port in use, no runtime).
+const EXIT_START: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "brokerside",
+    version,
+    about = "Sidecar proxy for clustered MQTT brokers"
+)]
+struct Cli {
+    /// Log format: text for people, json for log shipping.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (RUST_LOG syntax); RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Run {
+        /// Config file; without it the embedded default (config/brokerside.toml) runs.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective config.
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::CheckConfig { file } => match Config::from_file(&file) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            let loaded = match &config {
+                Some(path) => Config::from_file(path),
+                None => Config::embedded_default(),
+            };
+            match loaded {
+                Ok(config) => run(config),
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    runtime.block_on(async move {
+        let metrics = Metrics::new();
+        let proxy = match Proxy::bind(&config, &metrics) {
+            Ok(proxy) => proxy,
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        let serving = proxy.serve(brokerside::shutdown::signal());
+        tokio::select! {
+            stopped = serving => match stopped {
+                Ok(stopped) => {
+                    if stopped.cut_at_deadline > 0 {
+                        tracing::warn!(connections = stopped.cut_at_deadline, "drain deadline passed; closing the rest");
+                    }
+                    tracing::info!("stopped");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("cannot serve: {error}");
+                    ExitCode::from(EXIT_START)
+                }
+            },
+            () = second_signal() => {
+                tracing::warn!("second signal: exiting now");
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+/// Resolves at the second SIGTERM/SIGINT: the first starts the orderly stop inside `serve`.
+async fn second_signal() {
+    brokerside::shutdown::signal().await;
+    brokerside::shutdown::signal().await;
+}

@@ -1,0 +1,101 @@
+//! A public listener: its bound socket, its accept loop, and the per-listener connection limit.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::connection::{self, Slot};
+use crate::backend::Backend;
+use crate::config::{ListenerConfig, ProxyProtocol};
+use crate::metrics::{ListenerMetrics, RefuseReason};
+use crate::shutdown::Tracker;
+
+/// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What every connection of one listener shares.
+pub(crate) struct ListenerShared {
+    pub(crate) name: String,
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) metrics: ListenerMetrics,
+    pub(crate) proxy_protocol: ProxyProtocol,
+    pub(crate) accept_proxy_protocol: bool,
+    pub(crate) proxy_header_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_connections: u32,
+}
+
+impl ListenerShared {
+    pub(crate) fn new(
+        config: &ListenerConfig,
+        backend: Arc<Backend>,
+        metrics: ListenerMetrics,
+    ) -> ListenerShared {
+        ListenerShared {
+            name: config.name.clone(),
+            backend,
+            metrics,
+            proxy_protocol: config.proxy_protocol,
+            accept_proxy_protocol: config.accept_proxy_protocol,
+            proxy_header_timeout: config.proxy_header_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+        }
+    }
+}
+
+/// Accepts clients until `stop` turns true, then drops the listening socket so the port closes.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<ListenerShared>,
+    tracker: Arc<Tracker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                if shared.metrics.active.get() >= i64::from(shared.max_connections) {
+                    shared.metrics.refused(RefuseReason::Limit);
+                    tracing::debug!(listener = %shared.name, %peer, "connection limit reached");
+                    continue;
+                }
+                let slot = Slot::new(Arc::clone(&shared), tracker.open());
+                tokio::spawn(connection::serve(client, peer, slot));
+            }
+            Err(error) if is_per_connection(&error) => {
+                tracing::debug!(listener = %shared.name, %error, "accept");
+            }
+            Err(error) => {
+                tracing::warn!(listener = %shared.name, %error, "accept failed; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    tracing::info!(listener = %shared.name, "listener closed");
+}
+
+/// Errors that concern one pending connection only, not the listener.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// A listener's bound socket, before it is handed to the runtime.
+pub(crate) struct Bound {
+    pub(crate) config: ListenerConfig,
+    pub(crate) socket: std::net::TcpListener,
+    pub(crate) addr: SocketAddr,
+}

@@ -1,0 +1,245 @@
+//! The byte relay between a client and its backend, both directions in one task.
+//!
+//! An idle MQTT connection must cost almost nothing, so this holds no buffer while a connection
+//! waits: it parks on socket readiness (`poll_read_ready`, which keeps its waker in the socket's
+//! own registration, not in this task), and only when bytes are ready borrows the worker thread's
+//! buffer, reads, and writes straight on. Only bytes the other side cannot take yet are copied
+//! into a buffer of their own, and reading that way stops until they are flushed (backpressure).
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::socket::{set_reset_on_close, shutdown_write};
+
+/// Bytes read per call: large enough for bulk transfers, borrowed only while data is ready.
+const BUFFER_SIZE: usize = 64 * 1024;
+/// Reads per direction before yielding, so a bulk stream cannot starve other connections.
+const READS_PER_POLL: usize = 16;
+
+thread_local! {
+    static BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; BUFFER_SIZE].into_boxed_slice());
+}
+
+/// Which end of a relayed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The MQTT client (or the load balancer in front of it).
+    Client,
+    /// The broker.
+    Backend,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// Both directions finished with a FIN.
+    Closed,
+    /// One side sent a reset; the other side was reset too.
+    Reset(Side),
+    /// No byte moved for the idle timeout.
+    IdleTimeout,
+    /// A socket error other than a reset, on the given side.
+    Failed(Side, io::Error),
+}
+
+/// The byte counters of one relay, one per direction.
+pub struct Counters<'a> {
+    /// Client -> backend bytes.
+    pub to_backend: &'a IntCounter,
+    /// Backend -> client bytes.
+    pub to_client: &'a IntCounter,
+}
+
+/// One direction of the relay: what is owed to the destination and whether the source ended.
+#[derive(Default)]
+struct Direction {
+    /// Bytes read but not yet accepted by the destination; empty while nothing is owed.
+    pending: Vec<u8>,
+    /// How much of `pending` has been written.
+    written: usize,
+    /// The source sent its FIN and it was passed on.
+    done: bool,
+    /// Bytes moved since the relay last looked (for the idle timer).
+    moved: bool,
+}
+
+/// A failure while moving bytes, with the side it happened on.
+struct Failure {
+    side: Side,
+    error: io::Error,
+}
+
+enum Step {
+    /// Everything read was written.
+    Sent(usize),
+    /// Part was written; the rest is owed.
+    Owed(Vec<u8>, usize),
+    /// The source sent a FIN.
+    Eof,
+    /// Nothing to read after all.
+    WouldBlock,
+    Failed(Failure),
+}
+
+impl Direction {
+    /// Moves bytes from `src` to `dst` until one of them would block. Ready(Ok) once the source's
+    /// FIN has been passed on.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: (&TcpStream, Side),
+        dst: (&TcpStream, Side),
+        counter: &IntCounter,
+    ) -> Poll<Result<(), Failure>> {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        let fail = |side, error| Poll::Ready(Err(Failure { side, error }));
+        for _ in 0..READS_PER_POLL {
+            while self.written < self.pending.len() {
+                if let Err(error) = ready!(dst.0.poll_write_ready(cx)) {
+                    return fail(dst.1, error);
+                }
+                match dst.0.try_write(&self.pending[self.written..]) {
+                    Ok(n) => {
+                        self.written += n;
+                        self.moved = true;
+                        counter.inc_by(n as u64);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return fail(dst.1, error),
+                }
+            }
+            if !self.pending.is_empty() {
+                // Flushed: give the memory back, so an idle connection holds none.
+                self.pending = Vec::new();
+                self.written = 0;
+            }
+            if let Err(error) = ready!(src.0.poll_read_ready(cx)) {
+                return fail(src.1, error);
+            }
+            match transfer(src, dst) {
+                Step::Sent(n) => {
+                    self.moved = true;
+                    counter.inc_by(n as u64);
+                }
+                Step::Owed(rest, sent) => {
+                    self.moved = true;
+                    counter.inc_by(sent as u64);
+                    self.pending = rest;
+                }
+                Step::Eof => {
+                    shutdown_write(dst.0);
+                    self.done = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Step::WouldBlock => {}
+                Step::Failed(failure) => return Poll::Ready(Err(failure)),
+            }
+        }
+        // Budget spent with data still flowing: let other connections run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// One read from `src` into the thread's buffer and one write of it to `dst`.
+fn transfer(src: (&TcpStream, Side), dst: (&TcpStream, Side)) -> Step {
+    BUFFER.with_borrow_mut(|buffer| {
+        let read = match src.0.try_read(buffer) {
+            Ok(0) => return Step::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::WouldBlock,
+            Err(error) => return Step::Failed(Failure { side: src.1, error }),
+        };
+        match dst.0.try_write(&buffer[..read]) {
+            Ok(n) if n == read => Step::Sent(n),
+            Ok(n) => Step::Owed(buffer[n..read].to_vec(), n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Step::Owed(buffer[..read].to_vec(), 0)
+            }
+            Err(error) => Step::Failed(Failure { side: dst.1, error }),
+        }
+    })
+}
+
+fn is_reset(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Relays between `client` and `backend` until both directions have ended, one side resets,
+/// or nothing moves for `idle_timeout`. Half-closes and resets are carried across.
+pub async fn relay(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle_timeout: Option<Duration>,
+    counters: Counters<'_>,
+) -> RelayEnd {
+    let mut upstream = Direction::default();
+    let mut downstream = Direction::default();
+    // The timer exists only where an idle timeout is configured; it is re-armed lazily, from the
+    // time of the last transfer, when it fires, rather than on every transfer.
+    let mut idle: Option<(Pin<Box<Sleep>>, Duration, Instant)> =
+        idle_timeout.map(|d| (Box::pin(tokio::time::sleep(d)), d, Instant::now()));
+    let outcome = poll_fn(|cx| {
+        let up = upstream.poll(
+            cx,
+            (client, Side::Client),
+            (backend, Side::Backend),
+            counters.to_backend,
+        );
+        let down = downstream.poll(
+            cx,
+            (backend, Side::Backend),
+            (client, Side::Client),
+            counters.to_client,
+        );
+        for result in [up, down] {
+            if let Poll::Ready(Err(failure)) = result {
+                return Poll::Ready(Err(failure));
+            }
+        }
+        if upstream.done && downstream.done {
+            return Poll::Ready(Ok(RelayEnd::Closed));
+        }
+        if let Some((sleep, timeout, last)) = &mut idle {
+            if std::mem::take(&mut upstream.moved) | std::mem::take(&mut downstream.moved) {
+                *last = Instant::now();
+            }
+            while sleep.as_mut().poll(cx).is_ready() {
+                let due = *last + *timeout;
+                if Instant::now() >= due {
+                    return Poll::Ready(Ok(RelayEnd::IdleTimeout));
+                }
+                sleep.as_mut().reset(due);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    match outcome {
+        Ok(end) => end,
+        Err(Failure { side, error }) if is_reset(&error) => {
+            // Pass the reset on: the other side learns at once, as it would without a proxy.
+            set_reset_on_close(match side {
+                Side::Client => backend,
+                Side::Backend => client,
+            });
+            RelayEnd::Reset(side)
+        }
+        Err(Failure { side, error }) => RelayEnd::Failed(side, error),
+    }
+}

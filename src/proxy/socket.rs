@@ -1,0 +1,111 @@
+//! Socket set-up through socket2: listening sockets with a real backlog, and the options every
+//! relayed stream gets on both sides (TCP_NODELAY, keepalive).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Idle time before the first keepalive probe: long enough to cost nothing on busy connections,
+/// short enough to free the slots of clients that vanished without a FIN.
+const KEEPALIVE_TIME: Duration = Duration::from_secs(120);
+/// Interval between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Unanswered probes before the kernel resets the connection.
+const KEEPALIVE_RETRIES: u32 = 4;
+
+fn keepalive() -> TcpKeepalive {
+    TcpKeepalive::new()
+        .with_time(KEEPALIVE_TIME)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES)
+}
+
+/// Opens a listening socket on `addr` (SO_REUSEADDR, non-blocking) with `backlog`.
+pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // The value is bounded at validation (1..=65535); the kernel also caps it at somaxconn.
+    socket.listen(backlog as i32)?;
+    Ok(socket.into())
+}
+
+/// Applies the options every relayed stream gets: no Nagle delay (MQTT packets are small and
+/// latency-bound) and keepalive (dead peers must not hold a slot forever).
+pub fn tune(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    SockRef::from(stream).set_tcp_keepalive(&keepalive())
+}
+
+/// A socket ready to connect to `server`, bound to `source` when one is given. With a source,
+/// IP_BIND_ADDRESS_NO_PORT defers the port choice to connect(), where the kernel can reuse a port
+/// for different destinations instead of reserving one per bind.
+pub fn upstream_socket(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSocket> {
+    let socket = if server.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    SockRef::from(&socket).set_tcp_keepalive(&keepalive())?;
+    if let Some(source) = source {
+        set_bind_address_no_port(&socket)?;
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    Ok(socket)
+}
+
+fn set_bind_address_no_port(socket: &TcpSocket) -> io::Result<()> {
+    let enable: libc::c_int = 1;
+    // SAFETY: the fd is a live socket owned by `socket`; the option value is a c_int that
+    // outlives the call, and its size is passed alongside.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&enable as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Closes `stream` with a reset (SO_LINGER 0), to carry a reset from the other side across.
+pub fn set_reset_on_close(stream: &TcpStream) {
+    // Best effort: if it fails the close is an ordinary FIN, which still ends the connection.
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// Sends a FIN on `stream` while its read side stays open: carries a half-close across.
+pub fn shutdown_write(stream: &TcpStream) {
+    // ENOTCONN here means the peer is already gone; the read side will report it.
+    let _ = SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bound_source_is_the_one_the_peer_sees() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        let source: IpAddr = "127.0.0.9".parse().unwrap();
+        let socket = upstream_socket(server, Some(source)).unwrap();
+        let stream = socket.connect(server).await.unwrap();
+        let (_accepted, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), source);
+        assert_eq!(stream.local_addr().unwrap().ip(), source);
+        assert!(stream.nodelay().unwrap());
+    }
+}

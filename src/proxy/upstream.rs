@@ -1,0 +1,31 @@
+//! Opening the backend side of a connection: servers tried in order, each within the backend's
+//! connect timeout, from a rotated source address when the server is on loopback.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+
+use super::socket::upstream_socket;
+use crate::backend::Backend;
+
+/// Connects to the first server of `backend` that accepts, counting each failure on its server.
+/// `None` when every server refused, was unreachable or timed out.
+pub async fn connect(backend: &Backend) -> Option<(TcpStream, SocketAddr)> {
+    for server in backend.candidates() {
+        let attempt = async {
+            let socket = upstream_socket(server.addr, backend.sources.next_for(server.addr))?;
+            socket.connect(server.addr).await
+        };
+        match tokio::time::timeout(backend.connect_timeout, attempt).await {
+            Ok(Ok(stream)) => return Some((stream, server.addr)),
+            Ok(Err(error)) => {
+                tracing::debug!(backend = %backend.name, server = %server.addr, %error, "connect failed");
+            }
+            Err(_) => {
+                tracing::debug!(backend = %backend.name, server = %server.addr, "connect timed out");
+            }
+        }
+        server.connect_failures.inc();
+    }
+    None
+}
