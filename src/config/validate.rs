@@ -151,7 +151,7 @@ fn decode<T: DeserializeOwned>(
             } else {
                 format!("{path}.{inner}")
             };
-            problems.add(full, error.into_inner().to_string());
+            problems.add(full, error.into_inner().to_string().trim().to_string());
             None
         }
     }
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].starts_with("extra: unknown section"), "{found:?}");
         assert!(
-            found[1].starts_with("listener[0]: unknown field `colour`"),
+            found[1].starts_with("listener[0].colour: unknown field `colour`, expected one of"),
             "{found:?}"
         );
     }
