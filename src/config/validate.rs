@@ -60,18 +60,13 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
                 .and_then(|b| backend(b, &format!("backend[{i}]"), &mut problems))
         })
         .collect();
-    unique_names(
-        backends.iter().map(|b| b.as_ref().map(|b| b.name.as_str())),
-        "backend",
-        &mut problems,
-    );
-
-    // Listeners resolve against the names as written, so a backend with a bad server does not
-    // also make every listener that names it report "no such backend".
+    // Names and references are checked as written, so that one bad field does not hide a
+    // duplicate elsewhere or make every listener naming that backend report "no such backend".
     let backend_names: Vec<Option<&str>> = file_backends
         .iter()
         .map(|b| b.as_ref().and_then(|b| b.name.as_deref()))
         .collect();
+    unique_names(&backend_names, "backend", &mut problems);
     if file_listeners.is_empty() {
         problems.add("listener", "at least one [[listener]] is required");
     }
@@ -83,22 +78,23 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
                 .and_then(|l| listener(l, &format!("listener[{i}]"), &backend_names, &mut problems))
         })
         .collect();
-    unique_names(
-        listeners
-            .iter()
-            .map(|l| l.as_ref().map(|l| l.name.as_str())),
-        "listener",
-        &mut problems,
-    );
+    let listener_names: Vec<Option<&str>> = file_listeners
+        .iter()
+        .map(|l| l.as_ref().and_then(|l| l.name.as_deref()))
+        .collect();
+    unique_names(&listener_names, "listener", &mut problems);
     let mut addresses = HashSet::new();
-    for (i, l) in listeners.iter().enumerate() {
-        if let Some(l) = l
-            && l.listen.port() != 0
-            && !addresses.insert(l.listen)
+    for (i, l) in file_listeners.iter().enumerate() {
+        let listen = l
+            .as_ref()
+            .and_then(|l| l.listen.as_deref()?.parse::<SocketAddr>().ok());
+        if let Some(listen) = listen
+            && listen.port() != 0
+            && !addresses.insert(listen)
         {
             problems.add(
                 format!("listener[{i}].listen"),
-                format!("{} is used by an earlier listener", l.listen),
+                format!("{listen} is used by an earlier listener"),
             );
         }
     }
@@ -151,7 +147,10 @@ fn decode<T: DeserializeOwned>(
             } else {
                 format!("{path}.{inner}")
             };
-            problems.add(full, error.into_inner().to_string().trim().to_string());
+            // serde's messages may run on with "in `field`" lines; the path already says where.
+            let message = error.into_inner().to_string();
+            let first_line = message.lines().next().unwrap_or("invalid value").trim();
+            problems.add(full, first_line);
             None
         }
     }
@@ -177,15 +176,11 @@ fn decode_array<T: DeserializeOwned>(
     }
 }
 
-fn unique_names<'a>(
-    names: impl Iterator<Item = Option<&'a str>>,
-    section: &str,
-    problems: &mut Problems,
-) {
+fn unique_names(names: &[Option<&str>], section: &str, problems: &mut Problems) {
     let mut seen = HashSet::new();
-    for (i, name) in names.enumerate() {
+    for (i, name) in names.iter().enumerate() {
         if let Some(name) = name
-            && !seen.insert(name)
+            && !seen.insert(*name)
         {
             problems.add(
                 format!("{section}[{i}].name"),
