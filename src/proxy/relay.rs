@@ -7,7 +7,7 @@
 //! into a buffer of their own, and reading that way stops until they are flushed (backpressure).
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -58,13 +58,18 @@ pub struct Counters<'a> {
     pub to_client: &'a IntCounter,
 }
 
+/// Bytes read but not yet accepted by the destination.
+struct Owed {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
 /// One direction of the relay: what is owed to the destination and whether the source ended.
+/// Kept to a pointer and two flags, because every idle connection carries two of these.
 #[derive(Default)]
 struct Direction {
-    /// Bytes read but not yet accepted by the destination; empty while nothing is owed.
-    pending: Vec<u8>,
-    /// How much of `pending` has been written.
-    written: usize,
+    /// Present only while the destination is behind.
+    owed: Option<Box<Owed>>,
     /// The source sent its FIN and it was passed on.
     done: bool,
     /// Bytes moved since the relay last looked (for the idle timer).
@@ -104,24 +109,23 @@ impl Direction {
         }
         let fail = |side, error| Poll::Ready(Err(Failure { side, error }));
         for _ in 0..READS_PER_POLL {
-            while self.written < self.pending.len() {
-                if let Err(error) = ready!(dst.0.poll_write_ready(cx)) {
-                    return fail(dst.1, error);
-                }
-                match dst.0.try_write(&self.pending[self.written..]) {
-                    Ok(n) => {
-                        self.written += n;
-                        self.moved = true;
-                        counter.inc_by(n as u64);
+            if let Some(owed) = &mut self.owed {
+                while owed.written < owed.bytes.len() {
+                    if let Err(error) = ready!(dst.0.poll_write_ready(cx)) {
+                        return fail(dst.1, error);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return fail(dst.1, error),
+                    match dst.0.try_write(&owed.bytes[owed.written..]) {
+                        Ok(n) => {
+                            owed.written += n;
+                            self.moved = true;
+                            counter.inc_by(n as u64);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(error) => return fail(dst.1, error),
+                    }
                 }
-            }
-            if !self.pending.is_empty() {
                 // Flushed: give the memory back, so an idle connection holds none.
-                self.pending = Vec::new();
-                self.written = 0;
+                self.owed = None;
             }
             if let Err(error) = ready!(src.0.poll_read_ready(cx)) {
                 return fail(src.1, error);
@@ -131,10 +135,10 @@ impl Direction {
                     self.moved = true;
                     counter.inc_by(n as u64);
                 }
-                Step::Owed(rest, sent) => {
+                Step::Owed(bytes, sent) => {
                     self.moved = true;
                     counter.inc_by(sent as u64);
-                    self.pending = rest;
+                    self.owed = Some(Box::new(Owed { bytes, written: 0 }));
                 }
                 Step::Eof => {
                     shutdown_write(dst.0);
@@ -180,43 +184,63 @@ fn is_reset(error: &io::Error) -> bool {
     )
 }
 
-/// Relays between `client` and `backend` until both directions have ended, one side resets,
-/// or nothing moves for `idle_timeout`. Half-closes and resets are carried across.
-pub async fn relay(
-    client: &TcpStream,
-    backend: &TcpStream,
-    idle_timeout: Option<Duration>,
-    counters: Counters<'_>,
-) -> RelayEnd {
-    let mut upstream = Direction::default();
-    let mut downstream = Direction::default();
-    // The timer exists only where an idle timeout is configured; it is re-armed lazily, from the
-    // time of the last transfer, when it fires, rather than on every transfer.
-    let mut idle: Option<(Pin<Box<Sleep>>, Duration, Instant)> =
-        idle_timeout.map(|d| (Box::pin(tokio::time::sleep(d)), d, Instant::now()));
-    let outcome = poll_fn(|cx| {
-        let up = upstream.poll(
+/// The idle timer: re-armed lazily, from the time of the last transfer, when it fires, rather
+/// than on every transfer. Boxed, and present only where an idle timeout is configured.
+struct IdleTimer {
+    sleep: Sleep,
+    timeout: Duration,
+    last: Instant,
+}
+
+/// The relay of one connection as a hand-written future, so that its state is a few words.
+struct Relay<'a> {
+    client: &'a TcpStream,
+    backend: &'a TcpStream,
+    upstream: Direction,
+    downstream: Direction,
+    idle: Option<Pin<Box<IdleTimer>>>,
+    counters: Counters<'a>,
+}
+
+impl Future for Relay<'_> {
+    type Output = Result<RelayEnd, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Nothing here is self-referential: the timer is pinned inside its own box.
+        let this = self.get_mut();
+        let up = this.upstream.poll(
             cx,
-            (client, Side::Client),
-            (backend, Side::Backend),
-            counters.to_backend,
+            (this.client, Side::Client),
+            (this.backend, Side::Backend),
+            this.counters.to_backend,
         );
-        let down = downstream.poll(
+        let down = this.downstream.poll(
             cx,
-            (backend, Side::Backend),
-            (client, Side::Client),
-            counters.to_client,
+            (this.backend, Side::Backend),
+            (this.client, Side::Client),
+            this.counters.to_client,
         );
         for result in [up, down] {
             if let Poll::Ready(Err(failure)) = result {
                 return Poll::Ready(Err(failure));
             }
         }
-        if upstream.done && downstream.done {
+        if this.upstream.done && this.downstream.done {
             return Poll::Ready(Ok(RelayEnd::Closed));
         }
-        if let Some((sleep, timeout, last)) = &mut idle {
-            if std::mem::take(&mut upstream.moved) | std::mem::take(&mut downstream.moved) {
+        if let Some(idle) = &mut this.idle {
+            let moved = std::mem::take(&mut this.upstream.moved)
+                | std::mem::take(&mut this.downstream.moved);
+            let idle = idle.as_mut();
+            // SAFETY: `sleep` is structurally pinned inside the pinned box and never moved out;
+            // the other fields are plain data.
+            let IdleTimer {
+                sleep,
+                timeout,
+                last,
+            } = unsafe { idle.get_unchecked_mut() };
+            let mut sleep = unsafe { Pin::new_unchecked(sleep) };
+            if moved {
                 *last = Instant::now();
             }
             while sleep.as_mut().poll(cx).is_ready() {
@@ -228,9 +252,32 @@ pub async fn relay(
             }
         }
         Poll::Pending
-    })
-    .await;
-    match outcome {
+    }
+}
+
+/// Relays between `client` and `backend` until both directions have ended, one side resets,
+/// or nothing moves for `idle_timeout`. Half-closes and resets are carried across.
+pub async fn relay(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle_timeout: Option<Duration>,
+    counters: Counters<'_>,
+) -> RelayEnd {
+    let relay = Relay {
+        client,
+        backend,
+        upstream: Direction::default(),
+        downstream: Direction::default(),
+        idle: idle_timeout.map(|timeout| {
+            Box::pin(IdleTimer {
+                sleep: tokio::time::sleep(timeout),
+                timeout,
+                last: Instant::now(),
+            })
+        }),
+        counters,
+    };
+    match relay.await {
         Ok(end) => end,
         Err(Failure { side, error }) if is_reset(&error) => {
             // Pass the reset on: the other side learns at once, as it would without a proxy.
