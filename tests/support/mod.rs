@@ -1,0 +1,168 @@
+//! Shared by the integration tests: an in-process proxy on port 0 with its metrics as a user sees
+//! them on /metrics, raw TCP backends (`backends`), and a real MQTT broker with real clients
+//! (`mqtt`). Every wait is bounded, so a broken relay fails a test instead of hanging it.
+#![allow(dead_code)]
+
+pub mod backends;
+pub mod mqtt;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use brokerside::config::Config;
+use brokerside::metrics::Metrics;
+use brokerside::proxy::{Proxy, Stopped};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use backends::*;
+pub use mqtt::*;
+
+/// The bound on any single wait in these tests: generous, so a slow CI host passes, but finite,
+/// so a relay that loses a byte or a FIN fails instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Awaits `future`, failing the test with `what` if it takes longer than [`WAIT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {WAIT:?}: {what}"),
+    }
+}
+
+/// A proxy serving in the background of the test's runtime.
+pub struct TestProxy {
+    addrs: HashMap<String, SocketAddr>,
+    /// The registry the proxy counts into.
+    pub metrics: Metrics,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<Stopped>>>,
+}
+
+/// Validates `toml`, binds every listener (use port 0) and serves until [`TestProxy::stop`].
+pub fn start_proxy(toml: &str) -> TestProxy {
+    let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    let metrics = Metrics::new();
+    let proxy = Proxy::bind(&config, &metrics).expect("bind the proxy's listeners");
+    let addrs = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let addr = proxy.local_addr(&l.name).expect("bound listener");
+            (l.name.clone(), addr)
+        })
+        .collect();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(proxy.serve(async {
+        let _ = stopped.await;
+    }));
+    TestProxy {
+        addrs,
+        metrics,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestProxy {
+    /// The real address of listener `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    /// The value of one series of `metrics.render()`, e.g.
+    /// `metric("brokerside_connections_refused_total", &[("reason", "limit")])`. Labels not
+    /// given are not constrained; several matching series are summed. Panics when no series
+    /// matches, so a renamed metric or label fails loudly instead of reading as zero.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let text = self.metrics.render();
+        match metric_value(&text, name, labels) {
+            Some(value) => value as u64,
+            None => panic!("no series {name} with {labels:?} in /metrics:\n{text}"),
+        }
+    }
+
+    /// Waits until `metric(name, labels) == want`: for gauges that settle after the client has
+    /// already seen its side of a close.
+    pub async fn metric_reaches(&self, name: &str, labels: &[(&str, &str)], want: u64) {
+        within(&format!("{name}{labels:?} to reach {want}"), async {
+            while self.metric(name, labels) != want {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
+    /// Signals the proxy to stop: its listeners close, open connections carry on.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Whether `serve` has returned.
+    pub fn is_stopped(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the proxy if not done yet and waits for `serve` to return.
+    pub async fn stopped(&mut self) -> Stopped {
+        self.stop();
+        let task = self.task.take().expect("stopped() once");
+        within("Proxy::serve to return", task)
+            .await
+            .expect("serve task panicked")
+            .expect("serve failed")
+    }
+}
+
+/// The value of the series `name{labels...}` in Prometheus text `text` (see [`TestProxy::metric`]).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let present: Vec<(&str, &str)> = series_labels
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|want| present.contains(want)) {
+            let value: f64 = value.parse().expect("a numeric sample");
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// One `mqtt` listener on 127.0.0.1:0 relaying to a backend `b` with `servers`; `listener_extra`
+/// and `backend_extra` are more `key = value` lines for each table.
+pub fn relay_config(servers: &[SocketAddr], listener_extra: &str, backend_extra: &str) -> String {
+    listener_config("127.0.0.1:0", servers, listener_extra, backend_extra)
+}
+
+/// As [`relay_config`], listening on `listen`.
+pub fn listener_config(
+    listen: &str,
+    servers: &[SocketAddr],
+    listener_extra: &str,
+    backend_extra: &str,
+) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[[listener]]\nname = \"mqtt\"\nlisten = \"{listen}\"\nbackend = \"b\"\n{listener_extra}\n\n\
+         [[backend]]\nname = \"b\"\nservers = [{}]\n{backend_extra}\n\n\
+         [drain]\ndeadline = \"10s\"\n",
+        servers.join(", ")
+    )
+}
