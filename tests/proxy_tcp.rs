@@ -377,8 +377,7 @@ async fn stop_closes_the_listener_and_serve_returns_once_connections_end() {
 
 #[tokio::test]
 async fn at_the_drain_deadline_serve_returns_and_reports_what_it_cut() {
-    let config = relay_config(&[echo_backend().await], "", "")
-        .replace("deadline = \"10s\"", "deadline = \"200ms\"");
+    let config = relay_config(&[echo_backend().await], "", "") + "[drain]\ndeadline = \"200ms\"\n";
     let mut proxy = start_proxy(&config);
     let mut client = connect(proxy.addr("mqtt")).await;
     round_trip(&mut client, b"holding on").await;

@@ -17,7 +17,10 @@ use brokerside::proxy::{Proxy, Stopped};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+// Not every test file uses both.
+#[allow(unused_imports)]
 pub use backends::*;
+#[allow(unused_imports)]
 pub use mqtt::*;
 
 /// The bound on any single wait in these tests: generous, so a slow CI host passes, but finite,
@@ -148,11 +151,18 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 /// One `mqtt` listener on 127.0.0.1:0 relaying to a backend `b` with `servers`; `listener_extra`
 /// and `backend_extra` are more `key = value` lines for each table.
 pub fn relay_config(servers: &[SocketAddr], listener_extra: &str, backend_extra: &str) -> String {
-    listener_config("127.0.0.1:0", servers, listener_extra, backend_extra)
+    listener_config(
+        "mqtt",
+        "127.0.0.1:0",
+        servers,
+        listener_extra,
+        backend_extra,
+    )
 }
 
-/// As [`relay_config`], listening on `listen`.
+/// As [`relay_config`], the listener named `name` and listening on `listen`.
 pub fn listener_config(
+    name: &str,
     listen: &str,
     servers: &[SocketAddr],
     listener_extra: &str,
@@ -160,9 +170,8 @@ pub fn listener_config(
 ) -> String {
     let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
-        "[[listener]]\nname = \"mqtt\"\nlisten = \"{listen}\"\nbackend = \"b\"\n{listener_extra}\n\n\
-         [[backend]]\nname = \"b\"\nservers = [{}]\n{backend_extra}\n\n\
-         [drain]\ndeadline = \"10s\"\n",
+        "[[listener]]\nname = \"{name}\"\nlisten = \"{listen}\"\nbackend = \"b\"\n{listener_extra}\n\n\
+         [[backend]]\nname = \"b\"\nservers = [{}]\n{backend_extra}\n",
         servers.join(", ")
     )
 }
