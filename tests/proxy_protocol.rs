@@ -159,33 +159,37 @@ fn original() -> (SocketAddr, SocketAddr) {
     )
 }
 
-#[tokio::test]
-async fn an_inbound_v1_header_becomes_the_outbound_v2_header() {
-    let (src, dst) = original();
-    let sent = [v1(src, dst), FIRST_BYTES.to_vec()].concat();
+/// A client sends `inbound(src, dst)` then its first bytes; the backend must get
+/// `outbound(src, dst)` (the listener's `version`) then the same bytes.
+async fn inbound_header_is_carried(
+    (src, dst): (SocketAddr, SocketAddr),
+    inbound: fn(SocketAddr, SocketAddr) -> Vec<u8>,
+    version: &str,
+    outbound: fn(SocketAddr, SocketAddr) -> Vec<u8>,
+) {
+    let sent = [inbound(src, dst), FIRST_BYTES.to_vec()].concat();
     let (received, expected, ..) = backend_sees(
         "127.0.0.1:0",
-        "accept_proxy_protocol = true\nproxy_protocol = \"v2\"",
+        &format!("accept_proxy_protocol = true\nproxy_protocol = \"{version}\""),
         &sent,
-        |_, _| [v2(src, dst), FIRST_BYTES.to_vec()].concat(),
+        |_, _| [outbound(src, dst), FIRST_BYTES.to_vec()].concat(),
     )
     .await;
     assert_eq!(received, expected);
 }
 
 #[tokio::test]
+async fn an_inbound_v1_header_becomes_the_outbound_v2_header() {
+    inbound_header_is_carried(original(), v1, "v2", v2).await;
+}
+
+#[tokio::test]
 async fn an_inbound_v2_ipv6_header_becomes_the_outbound_v1_header() {
-    let src: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
-    let dst: SocketAddr = "[2001:db8::2]:1883".parse().unwrap();
-    let sent = [v2(src, dst), FIRST_BYTES.to_vec()].concat();
-    let (received, expected, ..) = backend_sees(
-        "127.0.0.1:0",
-        "accept_proxy_protocol = true\nproxy_protocol = \"v1\"",
-        &sent,
-        |_, _| [v1(src, dst), FIRST_BYTES.to_vec()].concat(),
-    )
-    .await;
-    assert_eq!(received, expected);
+    let ipv6 = (
+        "[2001:db8::1]:40000".parse().unwrap(),
+        "[2001:db8::2]:1883".parse().unwrap(),
+    );
+    inbound_header_is_carried(ipv6, v2, "v1", v1).await;
 }
 
 #[tokio::test]
