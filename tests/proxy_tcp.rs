@@ -337,6 +337,29 @@ async fn past_max_connections_a_client_is_closed_and_counted() {
 }
 
 #[tokio::test]
+async fn a_client_over_the_limit_that_already_sent_connect_gets_a_clean_close() {
+    let proxy = start_proxy(&relay_config(
+        &[echo_backend().await],
+        "max_connections = 1",
+        "",
+    ));
+    let mut first = connect(proxy.addr("mqtt")).await;
+    round_trip(&mut first, b"x").await;
+    // An MQTT client writes CONNECT before it reads anything: closing over those unread bytes
+    // would reset the connection instead of ending it.
+    let mut client = connect(proxy.addr("mqtt")).await;
+    client
+        .write_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
+        .await
+        .expect("write CONNECT");
+    assert_eq!(
+        read_to_eof(&mut client).await.expect("a FIN, not a reset"),
+        b""
+    );
+    assert_eq!(proxy.metric(REFUSED, &[("reason", "limit")]), 1);
+}
+
+#[tokio::test]
 async fn an_idle_connection_is_closed_after_idle_timeout() {
     let proxy = start_proxy(&relay_config(
         &[echo_backend().await],

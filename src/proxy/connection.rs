@@ -121,9 +121,9 @@ async fn open(
     Some((client, backend, server))
 }
 
-/// Ends a connection that never reached a backend with a FIN rather than a reset: what the
+/// Ends a connection that is refused before relaying with a FIN rather than a reset: what the
 /// client sent is read and dropped first, because closing a socket with unread bytes resets it.
-fn close_cleanly(client: &TcpStream) {
+pub(crate) fn close_cleanly(client: &TcpStream) {
     let mut scratch = [0u8; 1024];
     for _ in 0..64 {
         match client.try_read(&mut scratch) {

@@ -66,6 +66,7 @@ pub(crate) async fn accept_loop(
                 if shared.metrics.active.get() >= i64::from(shared.max_connections) {
                     shared.metrics.refused(RefuseReason::Limit);
                     tracing::debug!(listener = %shared.name, %peer, "connection limit reached");
+                    connection::close_cleanly(&client);
                     continue;
                 }
                 let slot = Slot::new(Arc::clone(&shared), tracker.open());
