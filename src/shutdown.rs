@@ -1,7 +1,6 @@
 //! Shutdown: the signals that start it and the tracking of open connections that it waits for.
 //! The full drain sequence (health 503, load-balancer grace, paced closing) builds on this.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
@@ -13,15 +12,17 @@ pub struct Tracker {
     all_closed: Notify,
 }
 
-/// Held by each open connection; dropping it marks the connection closed.
-#[derive(Debug)]
-pub struct TrackerGuard(Arc<Tracker>);
-
 impl Tracker {
-    /// Registers one open connection.
-    pub fn open(self: &Arc<Self>) -> TrackerGuard {
+    /// Counts one more open connection; each call is paired with one [`Tracker::closed`].
+    pub fn opened(&self) {
         self.open.fetch_add(1, Ordering::Relaxed);
-        TrackerGuard(Arc::clone(self))
+    }
+
+    /// Counts one connection closed, waking `all_closed` waiters at the last.
+    pub fn closed(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_waiters();
+        }
     }
 
     /// Connections open now.
@@ -37,14 +38,6 @@ impl Tracker {
                 return;
             }
             notified.await;
-        }
-    }
-}
-
-impl Drop for TrackerGuard {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.all_closed.notify_waiters();
         }
     }
 }
@@ -67,22 +60,24 @@ pub async fn signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[tokio::test]
     async fn waits_for_the_last_connection() {
         let tracker = Arc::new(Tracker::default());
         tracker.all_closed().await;
-        let first = tracker.open();
-        let second = tracker.open();
+        tracker.opened();
+        tracker.opened();
         let waiter = tokio::spawn({
             let tracker = Arc::clone(&tracker);
             async move { tracker.all_closed().await }
         });
-        drop(first);
+        tracker.closed();
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        drop(second);
+        tracker.closed();
         waiter.await.unwrap();
         assert_eq!(tracker.count(), 0);
     }

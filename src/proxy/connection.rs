@@ -1,81 +1,130 @@
 //! One client connection from accept to close: inbound PROXY header, backend connect, outbound
 //! PROXY header, relay. Every failure ends this connection only, and is counted.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::listener::ListenerShared;
 use super::proxy_protocol::{self, Inbound};
-use super::relay::{self, Counters, RelayEnd, Side};
+use super::relay::{Counters, Relay, RelayEnd, Side};
 use super::socket::{shutdown_write, tune};
 use super::upstream;
 use crate::config::ProxyProtocol;
 use crate::metrics::RefuseReason;
-use crate::shutdown::TrackerGuard;
 
 /// Holds a connection's place in the listener's count and the shutdown tracker until it ends.
 pub(crate) struct Slot {
     shared: Arc<ListenerShared>,
-    _tracker: TrackerGuard,
 }
 
 impl Slot {
-    pub(crate) fn new(shared: Arc<ListenerShared>, tracker: TrackerGuard) -> Slot {
+    pub(crate) fn new(shared: Arc<ListenerShared>) -> Slot {
         shared.metrics.active.inc();
         shared.metrics.total.inc();
-        Slot {
-            shared,
-            _tracker: tracker,
-        }
+        shared.tracker.opened();
+        Slot { shared }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.metrics.active.dec();
+        self.shared.tracker.closed();
     }
 }
 
-/// Serves one accepted client until it closes.
-pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, slot: Slot) {
-    let shared = &slot.shared;
-    // Set-up runs boxed: its state (the inbound header buffer, the connect attempt, addresses)
-    // is freed before the relay starts, so an idle connection's task holds only what relaying needs.
-    let Some((client, backend, server)) = Box::pin(open(client, peer, shared)).await else {
-        return;
-    };
-    let metrics = &shared.metrics;
-    let counters = Counters {
-        to_backend: &metrics.bytes_to_backend,
-        to_client: &metrics.bytes_to_client,
-    };
-    match relay::relay(&client, &backend, shared.idle_timeout, counters).await {
-        RelayEnd::Closed => tracing::trace!(%peer, %server, "closed"),
-        RelayEnd::IdleTimeout => tracing::debug!(%peer, %server, "idle timeout"),
+/// What set-up hands to the relay: the client, the backend, and which server it is.
+type Opened = Option<(TcpStream, TcpStream)>;
+
+/// One client connection as a task. Written by hand rather than as an `async fn` because an
+/// idle connection holds this for its whole life: set-up state lives in a box that is freed
+/// when the relay starts, and the relaying state is the two sockets and a few words.
+pub(crate) enum Connection {
+    /// PROXY header, backend connect, PROXY header out.
+    Opening(Pin<Box<dyn Future<Output = Opened> + Send>>, Slot),
+    /// Relaying bytes.
+    Relaying(Relay, Slot),
+    /// Ended; polled no more.
+    Done,
+}
+
+impl Connection {
+    /// The task that serves one accepted client until it closes.
+    pub(crate) fn new(client: TcpStream, peer: SocketAddr, slot: Slot) -> Connection {
+        Connection::Opening(Box::pin(open(client, peer, Arc::clone(&slot.shared))), slot)
+    }
+}
+
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Nothing here is self-referential (the set-up future is pinned in its own box).
+        let this = self.get_mut();
+        loop {
+            match this {
+                Connection::Opening(open, _) => match ready!(open.as_mut().poll(cx)) {
+                    Some((client, backend)) => {
+                        if let Connection::Opening(_, slot) =
+                            std::mem::replace(this, Connection::Done)
+                        {
+                            let relay = Relay::new(client, backend, slot.shared.idle_timeout);
+                            *this = Connection::Relaying(relay, slot);
+                        }
+                    }
+                    None => {
+                        *this = Connection::Done;
+                        return Poll::Ready(());
+                    }
+                },
+                Connection::Relaying(relay, slot) => {
+                    let metrics = &slot.shared.metrics;
+                    let counters = Counters {
+                        to_backend: &metrics.bytes_to_backend,
+                        to_client: &metrics.bytes_to_client,
+                    };
+                    let end = ready!(relay.poll_relay(cx, counters));
+                    log_end(relay, end, metrics);
+                    *this = Connection::Done;
+                    return Poll::Ready(());
+                }
+                Connection::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// Counts and logs how a relay ended. Addresses are read back from the sockets here rather than
+/// kept for the connection's whole life.
+fn log_end(relay: &Relay, end: RelayEnd, metrics: &crate::metrics::ListenerMetrics) {
+    let peer = relay.client().peer_addr().ok();
+    let server = relay.backend().peer_addr().ok();
+    match end {
+        RelayEnd::Closed => tracing::trace!(?peer, ?server, "closed"),
+        RelayEnd::IdleTimeout => tracing::debug!(?peer, ?server, "idle timeout"),
         RelayEnd::Reset(side) => {
-            tracing::debug!(%peer, %server, ?side, "reset");
+            tracing::debug!(?peer, ?server, ?side, "reset");
             match side {
                 Side::Client => metrics.reset_by_client.inc(),
                 Side::Backend => metrics.reset_by_backend.inc(),
             }
         }
         RelayEnd::Failed(side, error) => {
-            tracing::debug!(%peer, %server, ?side, %error, "relay failed")
+            tracing::debug!(?peer, ?server, ?side, %error, "relay failed")
         }
     }
 }
 
 /// Everything before the relay: socket options, the inbound PROXY header, the backend connect and
 /// the outbound PROXY header. `None` when the connection ends here (counted where it is refused).
-async fn open(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    shared: &ListenerShared,
-) -> Option<(TcpStream, TcpStream, SocketAddr)> {
+async fn open(mut client: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>) -> Opened {
     let metrics = &shared.metrics;
     if let Err(error) = tune(&client) {
         tracing::debug!(%peer, %error, "client socket options");
@@ -118,7 +167,7 @@ async fn open(
         tracing::debug!(%peer, %server, %error, "writing the PROXY header failed");
         return None;
     }
-    Some((client, backend, server))
+    Some((client, backend))
 }
 
 /// Ends a connection that is refused before relaying with a FIN rather than a reset: what the
@@ -145,8 +194,8 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::shutdown::Tracker;
 
-    /// Every idle connection holds one of these futures for its whole life: its size is a
-    /// large part of the memory an idle MQTT connection costs, so it is guarded here.
+    /// Every idle connection holds one of these for its whole life: its size is a large part of
+    /// the memory an idle MQTT connection costs, so it is guarded here.
     #[tokio::test]
     async fn an_idle_connection_task_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -156,16 +205,19 @@ mod tests {
         let config = Config::embedded_default().unwrap();
         let metrics = Metrics::new();
         let backend = Arc::new(Backend::new(&config.backends[0], &metrics));
+        let tracker = Arc::new(Tracker::default());
+        let listener_metrics = metrics.listener("mqtt");
         let shared = Arc::new(ListenerShared::new(
             &config.listeners[0],
             backend,
-            metrics.listener("mqtt"),
+            listener_metrics,
+            tracker,
         ));
-        let slot = Slot::new(shared, Arc::new(Tracker::default()).open());
-        let task = serve(client, "127.0.0.1:1".parse().unwrap(), slot);
+        let task = Connection::new(client, "127.0.0.1:1".parse().unwrap(), Slot::new(shared));
+        // tokio rounds a task up to 128-byte steps; at most 128 bytes of future keeps it at 256.
         let size = std::mem::size_of_val(&task);
         assert!(
-            size <= 448,
+            size <= 128,
             "the per-connection future grew to {size} bytes"
         );
     }

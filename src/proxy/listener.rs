@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::connection::{self, Slot};
+use super::connection::{self, Connection, Slot};
 use crate::backend::Backend;
 use crate::config::{ListenerConfig, ProxyProtocol};
 use crate::metrics::{ListenerMetrics, RefuseReason};
@@ -27,6 +27,7 @@ pub(crate) struct ListenerShared {
     pub(crate) proxy_header_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_connections: u32,
+    pub(crate) tracker: Arc<Tracker>,
 }
 
 impl ListenerShared {
@@ -34,6 +35,7 @@ impl ListenerShared {
         config: &ListenerConfig,
         backend: Arc<Backend>,
         metrics: ListenerMetrics,
+        tracker: Arc<Tracker>,
     ) -> ListenerShared {
         ListenerShared {
             name: config.name.clone(),
@@ -44,6 +46,7 @@ impl ListenerShared {
             proxy_header_timeout: config.proxy_header_timeout,
             idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
+            tracker,
         }
     }
 }
@@ -52,7 +55,6 @@ impl ListenerShared {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<ListenerShared>,
-    tracker: Arc<Tracker>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -69,8 +71,8 @@ pub(crate) async fn accept_loop(
                     connection::close_cleanly(&client);
                     continue;
                 }
-                let slot = Slot::new(Arc::clone(&shared), tracker.open());
-                tokio::spawn(connection::serve(client, peer, slot));
+                let slot = Slot::new(Arc::clone(&shared));
+                tokio::spawn(Connection::new(client, peer, slot));
             }
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(listener = %shared.name, %error, "accept");

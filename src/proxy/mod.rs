@@ -118,12 +118,12 @@ impl Proxy {
                 &bound.config,
                 backend,
                 self.metrics.listener(&bound.config.name),
+                Arc::clone(&self.tracker),
             ));
             tracing::info!(listener = %bound.config.name, addr = %bound.addr, "listening");
             loops.push(tokio::spawn(listener::accept_loop(
                 listener,
                 shared,
-                Arc::clone(&self.tracker),
                 stop_rx.clone(),
             )));
         }

@@ -192,53 +192,98 @@ struct IdleTimer {
     last: Instant,
 }
 
-/// The relay of one connection as a hand-written future, so that its state is a few words.
-struct Relay<'a> {
-    client: &'a TcpStream,
-    backend: &'a TcpStream,
+/// The relay of one connection: it owns both sockets and a few words of state, because every
+/// idle connection holds one for its whole life.
+pub struct Relay {
+    client: TcpStream,
+    backend: TcpStream,
     upstream: Direction,
     downstream: Direction,
     idle: Option<Pin<Box<IdleTimer>>>,
-    counters: Counters<'a>,
 }
 
-impl Future for Relay<'_> {
-    type Output = Result<RelayEnd, Failure>;
+impl Relay {
+    /// A relay between `client` and `backend` that ends after `idle_timeout` without traffic.
+    pub fn new(client: TcpStream, backend: TcpStream, idle_timeout: Option<Duration>) -> Relay {
+        Relay {
+            client,
+            backend,
+            upstream: Direction::default(),
+            downstream: Direction::default(),
+            idle: idle_timeout.map(|timeout| {
+                Box::pin(IdleTimer {
+                    sleep: tokio::time::sleep(timeout),
+                    timeout,
+                    last: Instant::now(),
+                })
+            }),
+        }
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Nothing here is self-referential: the timer is pinned inside its own box.
-        let this = self.get_mut();
-        let up = this.upstream.poll(
+    /// The client's socket.
+    pub fn client(&self) -> &TcpStream {
+        &self.client
+    }
+
+    /// The backend's socket.
+    pub fn backend(&self) -> &TcpStream {
+        &self.backend
+    }
+
+    /// Moves bytes both ways until both directions have ended, one side resets, or nothing
+    /// moves for the idle timeout. Half-closes are carried across; a reset from one side is
+    /// passed on as a reset to the other.
+    pub fn poll_relay(&mut self, cx: &mut Context<'_>, counters: Counters<'_>) -> Poll<RelayEnd> {
+        match self.poll_inner(cx, counters) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(end)) => Poll::Ready(end),
+            Poll::Ready(Err(Failure { side, error })) if is_reset(&error) => {
+                // Pass the reset on: the other side learns at once, as it would without a proxy.
+                set_reset_on_close(match side {
+                    Side::Client => &self.backend,
+                    Side::Backend => &self.client,
+                });
+                Poll::Ready(RelayEnd::Reset(side))
+            }
+            Poll::Ready(Err(Failure { side, error })) => Poll::Ready(RelayEnd::Failed(side, error)),
+        }
+    }
+
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        counters: Counters<'_>,
+    ) -> Poll<Result<RelayEnd, Failure>> {
+        let up = self.upstream.poll(
             cx,
-            (this.client, Side::Client),
-            (this.backend, Side::Backend),
-            this.counters.to_backend,
+            (&self.client, Side::Client),
+            (&self.backend, Side::Backend),
+            counters.to_backend,
         );
-        let down = this.downstream.poll(
+        let down = self.downstream.poll(
             cx,
-            (this.backend, Side::Backend),
-            (this.client, Side::Client),
-            this.counters.to_client,
+            (&self.backend, Side::Backend),
+            (&self.client, Side::Client),
+            counters.to_client,
         );
         for result in [up, down] {
             if let Poll::Ready(Err(failure)) = result {
                 return Poll::Ready(Err(failure));
             }
         }
-        if this.upstream.done && this.downstream.done {
+        if self.upstream.done && self.downstream.done {
             return Poll::Ready(Ok(RelayEnd::Closed));
         }
-        if let Some(idle) = &mut this.idle {
-            let moved = std::mem::take(&mut this.upstream.moved)
-                | std::mem::take(&mut this.downstream.moved);
-            let idle = idle.as_mut();
+        if let Some(idle) = &mut self.idle {
+            let moved = std::mem::take(&mut self.upstream.moved)
+                | std::mem::take(&mut self.downstream.moved);
             // SAFETY: `sleep` is structurally pinned inside the pinned box and never moved out;
             // the other fields are plain data.
             let IdleTimer {
                 sleep,
                 timeout,
                 last,
-            } = unsafe { idle.get_unchecked_mut() };
+            } = unsafe { idle.as_mut().get_unchecked_mut() };
             let mut sleep = unsafe { Pin::new_unchecked(sleep) };
             if moved {
                 *last = Instant::now();
@@ -252,41 +297,5 @@ impl Future for Relay<'_> {
             }
         }
         Poll::Pending
-    }
-}
-
-/// Relays between `client` and `backend` until both directions have ended, one side resets,
-/// or nothing moves for `idle_timeout`. Half-closes and resets are carried across.
-pub async fn relay(
-    client: &TcpStream,
-    backend: &TcpStream,
-    idle_timeout: Option<Duration>,
-    counters: Counters<'_>,
-) -> RelayEnd {
-    let relay = Relay {
-        client,
-        backend,
-        upstream: Direction::default(),
-        downstream: Direction::default(),
-        idle: idle_timeout.map(|timeout| {
-            Box::pin(IdleTimer {
-                sleep: tokio::time::sleep(timeout),
-                timeout,
-                last: Instant::now(),
-            })
-        }),
-        counters,
-    };
-    match relay.await {
-        Ok(end) => end,
-        Err(Failure { side, error }) if is_reset(&error) => {
-            // Pass the reset on: the other side learns at once, as it would without a proxy.
-            set_reset_on_close(match side {
-                Side::Client => backend,
-                Side::Backend => client,
-            });
-            RelayEnd::Reset(side)
-        }
-        Err(Failure { side, error }) => RelayEnd::Failed(side, error),
     }
 }
