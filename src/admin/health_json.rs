@@ -1,0 +1,178 @@
+//! The `/health` document: the node's verdict with its reason, the drain, each listener, each
+//! backend server's check state, and the cluster view. Built from atomics and report snapshots;
+//! times are Unix seconds (fractional, millisecond precision) so that any client can compare them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::backend::Backend;
+use crate::state::SidecarState;
+
+/// The whole `/health` document.
+pub(super) fn health(state: &SidecarState) -> Value {
+    let readiness = state.readiness();
+    let started = state.drain.started_at();
+    let clustering = &state.clustering;
+    json!({
+        "status": if readiness.is_ok() { "ok" } else { "unavailable" },
+        "reason": readiness.err(),
+        "draining": state.drain.is_draining(),
+        "drain": {
+            "phase": state.drain.phase().as_str(),
+            "started_at": started.as_ref().map(|(at, _)| unix_seconds(*at)),
+            "why": started.map(|(_, why)| why),
+        },
+        "listeners": state.listeners.iter().map(|listener| json!({
+            "name": listener.name,
+            "address": listener.addr.to_string(),
+            "backend": listener.backend,
+            "active_connections": listener.active.get(),
+        })).collect::<Vec<_>>(),
+        "backends": state.backends.iter().map(|backend| backend_json(backend)).collect::<Vec<_>>(),
+        "clustering": {
+            "enabled": clustering.enabled,
+            "current_node": clustering.current_node,
+            "connected_nodes": clustering.connected_nodes,
+            "node_count": clustering.node_count,
+            "expected_nodes": clustering.expected_nodes,
+            "quorum": clustering.quorum,
+            "partitioned": clustering.partitioned,
+        },
+    })
+}
+
+fn backend_json(backend: &Backend) -> Value {
+    let servers: Vec<Value> = backend
+        .servers
+        .iter()
+        .map(|server| {
+            let report = server.health.report();
+            let last = report.last.as_ref();
+            json!({
+                "address": server.addr.to_string(),
+                "role": server.role.as_str(),
+                "state": report.state.as_str(),
+                "checked": report.checked,
+                "last_check": last.map(|last| unix_seconds(last.at)),
+                "latency_ms": last.map(|last| milliseconds(last.latency)),
+                "error": last.and_then(|last| last.error.as_deref()),
+                "streak": report.streak,
+                "since": unix_seconds(report.since),
+            })
+        })
+        .collect();
+    json!({
+        "name": backend.name,
+        "checked": backend.check.is_some(),
+        "servers": servers,
+    })
+}
+
+/// Seconds since the Unix epoch, to the millisecond; 0 for a clock set before 1970.
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|since| since.as_millis() as f64 / 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// A latency in milliseconds, to the microsecond.
+fn milliseconds(latency: Duration) -> f64 {
+    latency.as_micros() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+    use super::*;
+
+    #[test]
+    fn every_field_of_a_fresh_node() {
+        let (state, server) = testing::state(None);
+        let json = health(&state);
+        assert_eq!(json["status"], "unavailable");
+        assert_eq!(
+            json["reason"],
+            format!("backend broker-mqtt: local broker down ({server} not yet checked)")
+        );
+        assert_eq!(json["draining"], false);
+        assert_eq!(
+            json["drain"],
+            json!({"phase": "serving", "started_at": null, "why": null})
+        );
+        let listener = &json["listeners"][0];
+        assert_eq!(listener["name"], "mqtt");
+        assert_eq!(listener["backend"], "broker-mqtt");
+        assert_eq!(listener["active_connections"], 0);
+        assert!(
+            listener["address"]
+                .as_str()
+                .is_some_and(|a| a.parse::<std::net::SocketAddr>().is_ok()),
+            "{listener}"
+        );
+
+        let backend = &json["backends"][0];
+        assert_eq!(backend["name"], "broker-mqtt");
+        assert_eq!(backend["checked"], true);
+        let first = &backend["servers"][0];
+        assert_eq!(first["address"], server.to_string());
+        assert_eq!(first["role"], "local");
+        assert_eq!(first["state"], "down");
+        assert_eq!(first["checked"], true);
+        assert_eq!(first["last_check"], Value::Null);
+        assert_eq!(first["latency_ms"], Value::Null);
+        assert_eq!(first["error"], Value::Null);
+        assert_eq!(first["streak"], 0);
+        assert!(
+            first["since"].as_f64().is_some_and(|s| s > 1.6e9),
+            "{first}"
+        );
+        let backup = &backend["servers"][1];
+        assert_eq!(backup["role"], "backup");
+
+        assert_eq!(
+            json["clustering"],
+            json!({
+                "enabled": false,
+                "current_node": "",
+                "connected_nodes": [],
+                "node_count": 0,
+                "expected_nodes": 0,
+                "quorum": 0,
+                "partitioned": false,
+            })
+        );
+    }
+
+    #[test]
+    fn a_checked_server_shows_its_last_probe() {
+        let (state, _) = testing::state(None);
+        testing::mark_down(&state, "connection refused");
+        let json = health(&state);
+        let server = &json["backends"][0]["servers"][0];
+        assert_eq!(server["state"], "down");
+        assert_eq!(server["error"], "connection refused");
+        assert_eq!(server["latency_ms"], 1.5);
+        assert_eq!(server["streak"], 3);
+        assert!(
+            server["last_check"].as_f64().is_some_and(|s| s > 1.6e9),
+            "{server}"
+        );
+
+        testing::mark_up(&state);
+        state.listeners[0].active.set(7);
+        let json = health(&state);
+        assert_eq!(json["status"], "ok");
+        assert_eq!(json["reason"], Value::Null);
+        assert_eq!(json["listeners"][0]["active_connections"], 7);
+        assert_eq!(json["backends"][0]["servers"][0]["state"], "up");
+        assert_eq!(json["backends"][0]["servers"][0]["error"], Value::Null);
+    }
+
+    #[test]
+    fn unix_seconds_keeps_milliseconds() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(unix_seconds(at), 1_700_000_000.123);
+        assert_eq!(milliseconds(Duration::from_micros(2_500)), 2.5);
+    }
+}
