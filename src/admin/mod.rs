@@ -269,6 +269,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keep_alive_serves_several_requests_on_one_connection() {
+        let (state, _) = testing::state(None);
+        let (addr, task) = start(state, Duration::from_secs(5), 8).await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\nGET /livez HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
+        task.abort();
+    }
+
+    #[tokio::test]
     async fn garbage_gets_400_and_the_next_client_is_served() {
         let (state, _) = testing::state(None);
         let (addr, task) = start(state, Duration::from_secs(5), 8).await;
