@@ -25,34 +25,11 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::AdminConfig;
-use crate::proxy::BindError;
 use crate::state::SidecarState;
 pub use routes::{Body, route};
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Binds the admin address of `config`. The error names the `admin` listener and the address,
-/// like the relay's listeners do.
-pub fn bind(config: &AdminConfig) -> Result<std::net::TcpListener, BindError> {
-    // std sets SO_REUSEADDR on Unix, so a restart does not wait out TIME_WAIT.
-    let bound = std::net::TcpListener::bind(config.listen).and_then(|listener| {
-        listener.set_nonblocking(true)?;
-        Ok(listener)
-    });
-    bound.map_err(|error| BindError {
-        listener: "admin".to_string(),
-        addr: config.listen,
-        reason: match error.kind() {
-            io::ErrorKind::AddrInUse => "the address is already in use".to_string(),
-            io::ErrorKind::AddrNotAvailable => "the address is not on this host".to_string(),
-            io::ErrorKind::PermissionDenied => {
-                "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)".to_string()
-            }
-            _ => error.to_string(),
-        },
-    })
-}
 
 /// Serves the admin routes on `listener` until the task is aborted or the runtime stops; the
 /// drain does not stop it, since the load balancer must keep reading 503 while the node drains.
@@ -160,7 +137,7 @@ mod tests {
         max_connections: u32,
     ) -> (SocketAddr, tokio::task::JoinHandle<io::Result<Infallible>>) {
         let config = testing::admin_config(header_timeout, max_connections);
-        let listener = bind(&config).expect("bind port 0");
+        let listener = crate::proxy::listen("admin", config.listen, 16).expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         (addr, tokio::spawn(serve(listener, state, config)))
     }
@@ -387,20 +364,5 @@ mod tests {
             .expect("closed at once, not left waiting");
         // EOF, or a reset if the close raced with the client's own segments.
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    }
-
-    #[tokio::test]
-    async fn bind_error_names_admin_and_the_address() {
-        let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut config = testing::admin_config(Duration::from_secs(1), 1);
-        config.listen = holder.local_addr().expect("local addr");
-        let error = bind(&config).expect_err("the port is taken");
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "listener `admin` cannot listen on {}: the address is already in use",
-                config.listen
-            )
-        );
     }
 }
