@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use brokerside::config::Config;
-use brokerside::metrics::Metrics;
-use brokerside::proxy::Proxy;
+use brokerside::sidecar::Sidecar;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc rather than glibc malloc: the runtime's per-socket registrations are 128-byte aligned
@@ -112,39 +111,35 @@ fn run(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let metrics = Metrics::new();
-        let proxy = match Proxy::bind(&config, &metrics) {
-            Ok(proxy) => proxy,
+        let sidecar = match Sidecar::bind(config) {
+            Ok(sidecar) => sidecar,
             Err(error) => {
                 eprintln!("{error}");
                 return ExitCode::from(EXIT_START);
             }
         };
-        let serving = proxy.serve(brokerside::shutdown::signal());
-        tokio::select! {
-            stopped = serving => match stopped {
-                Ok(stopped) => {
-                    if stopped.cut_at_deadline > 0 {
-                        tracing::warn!(connections = stopped.cut_at_deadline, "drain deadline passed; closing the rest");
-                    }
-                    tracing::info!("stopped");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("cannot serve: {error}");
-                    ExitCode::from(EXIT_START)
-                }
-            },
-            () = second_signal() => {
-                tracing::warn!("second signal: exiting now");
+        tracing::info!(admin = %sidecar.admin_addr(), version = env!("CARGO_PKG_VERSION"), "brokerside started");
+        let drain = sidecar.drain();
+        tokio::spawn(async move {
+            let why = brokerside::shutdown::signal().await;
+            drain.start(why);
+            brokerside::shutdown::signal().await;
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(0);
+        });
+        match sidecar.run().await {
+            Ok(stopped) => {
+                tracing::info!(
+                    closed_paced = stopped.closed_paced,
+                    cut_at_deadline = stopped.cut_at_deadline,
+                    "stopped"
+                );
                 ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("cannot serve: {error}");
+                ExitCode::from(EXIT_START)
             }
         }
     })
-}
-
-/// Resolves at the second SIGTERM/SIGINT: the first starts the orderly stop inside `serve`.
-async fn second_signal() {
-    brokerside::shutdown::signal().await;
-    brokerside::shutdown::signal().await;
 }

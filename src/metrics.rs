@@ -1,8 +1,10 @@
 //! The metric registry and its handles. The proxy updates them through cheap atomic handles
 //! resolved once per listener; the admin endpoint only reads the registry.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Why a client connection was refused or cut before relaying.
@@ -44,6 +46,23 @@ pub struct Metrics {
     connections_reset: IntCounterVec,
     bytes: IntCounterVec,
     backend_connect_failures: IntCounterVec,
+    backend_up: IntGaugeVec,
+    check_duration: HistogramVec,
+    check_failures: IntCounterVec,
+    draining: IntGauge,
+    closed_by_drain: IntCounter,
+    moved_by_failback: IntCounter,
+}
+
+/// The handles one server's health checker updates.
+#[derive(Clone)]
+pub struct CheckMetrics {
+    /// 1 while the server is up, 0 while down.
+    pub up: IntGauge,
+    /// Probe durations in seconds.
+    pub duration: Histogram,
+    /// Failed probes.
+    pub failures: IntCounter,
 }
 
 /// The handles one listener's connections update; cloned into each connection.
@@ -71,27 +90,37 @@ impl ListenerMetrics {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let vec = IntCounterVec::new(Opts::new(name, help).namespace("brokerside"), labels)
-        .expect("static metric definition is valid");
+/// Registers `metric`; the definitions are static, so failure is a programming error.
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: Result<M, prometheus::Error>,
+) -> M {
+    let metric = metric.expect("static metric definition is valid");
     registry
-        .register(Box::new(vec.clone()))
+        .register(Box::new(metric.clone()))
         .expect("each metric is registered once");
-    vec
+    metric
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("brokerside")
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(opts(name, help), labels))
 }
 
 impl Metrics {
     /// A fresh registry with every brokerside metric in it.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let connections_active = IntGaugeVec::new(
-            Opts::new("connections_active", "Client connections open now.").namespace("brokerside"),
-            &["listener"],
-        )
-        .expect("static metric definition is valid");
-        registry
-            .register(Box::new(connections_active.clone()))
-            .expect("each metric is registered once");
+        let connections_active = register(
+            &registry,
+            IntGaugeVec::new(
+                opts("connections_active", "Client connections open now."),
+                &["listener"],
+            ),
+        );
         Metrics {
             connections_total: counter_vec(
                 &registry,
@@ -123,9 +152,78 @@ impl Metrics {
                 "Failed connection attempts to a backend server (refused, unreachable or timed out).",
                 &["backend", "server"],
             ),
+            backend_up: register(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "backend_up",
+                        "1 while a backend server passes its health checks, else 0.",
+                    ),
+                    &["backend", "server"],
+                ),
+            ),
+            check_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("health_check_duration_seconds", "Health probe durations.")
+                        .namespace("brokerside")
+                        .buckets(vec![
+                            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        ]),
+                    &["backend", "server"],
+                ),
+            ),
+            check_failures: counter_vec(
+                &registry,
+                "health_check_failures_total",
+                "Failed health probes.",
+                &["backend", "server"],
+            ),
+            draining: register(
+                &registry,
+                IntGauge::with_opts(opts("draining", "1 once the drain has started, else 0.")),
+            ),
+            closed_by_drain: register(
+                &registry,
+                IntCounter::with_opts(opts(
+                    "drain_closed_connections_total",
+                    "Connections closed by the drain (paced, or at its deadline).",
+                )),
+            ),
+            moved_by_failback: register(
+                &registry,
+                IntCounter::with_opts(opts(
+                    "failback_closed_connections_total",
+                    "Connections on backup servers closed so that they reconnect to the recovered local broker.",
+                )),
+            ),
             connections_active,
             registry,
         }
+    }
+
+    /// The handles for one server's health checker, every series created.
+    pub fn check(&self, backend: &str, server: &str) -> CheckMetrics {
+        CheckMetrics {
+            up: self.backend_up.with_label_values(&[backend, server]),
+            duration: self.check_duration.with_label_values(&[backend, server]),
+            failures: self.check_failures.with_label_values(&[backend, server]),
+        }
+    }
+
+    /// 1 once the drain has started.
+    pub fn draining(&self) -> &IntGauge {
+        &self.draining
+    }
+
+    /// Connections closed by the drain.
+    pub fn closed_by_drain(&self) -> &IntCounter {
+        &self.closed_by_drain
+    }
+
+    /// Connections closed by failback.
+    pub fn moved_by_failback(&self) -> &IntCounter {
+        &self.moved_by_failback
     }
 
     /// The handles for one listener, every series created at zero.

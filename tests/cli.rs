@@ -89,7 +89,7 @@ fn sigterm_closes_the_listeners_and_exits_0_with_json_logs() {
         "sigterm",
         &format!(
             "[[listener]]\nname = \"mqtt\"\nlisten = \"{listen}\"\nbackend = \"b\"\n\
-             [[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:1\"]\n[drain]\ndeadline = \"5s\"\n"
+             [[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:1\"]\n[drain]\nlb_grace = \"0s\"\ndeadline = \"5s\"\n"
         ),
     );
     let mut child = brokerside()

@@ -18,6 +18,8 @@ const RESET: &str = "brokerside_connections_reset_total";
 const BYTES: &str = "brokerside_bytes_total";
 const ACTIVE: &str = "brokerside_connections_active";
 const TOTAL: &str = "brokerside_connections_total";
+const DRAINING: &str = "brokerside_draining";
+const DRAIN_CLOSED: &str = "brokerside_drain_closed_connections_total";
 
 /// A proxy whose `mqtt` listener relays to a fresh rumqttd.
 async fn proxy_to_rumqttd(listener_extra: &str) -> TestProxy {
@@ -373,38 +375,55 @@ async fn an_idle_connection_is_closed_after_idle_timeout() {
 }
 
 #[tokio::test]
-async fn stop_closes_the_listener_and_serve_returns_once_connections_end() {
-    let mut proxy = start_proxy(&relay_config(&[echo_backend().await], "", ""));
+async fn a_drain_keeps_accepting_for_the_grace_then_closes_the_listener_and_the_connections() {
+    let drain = "[drain]\nlb_grace = \"300ms\"\ndeadline = \"10s\"\n";
+    let mut proxy = start_proxy(&(relay_config(&[echo_backend().await], "", "") + drain));
     let addr = proxy.addr("mqtt");
     let mut client = connect(addr).await;
-    round_trip(&mut client, b"before stop").await;
+    round_trip(&mut client, b"before the drain").await;
 
     proxy.stop();
+    proxy.metric_reaches(DRAINING, &[], 1).await;
+    // During the grace the listener still accepts and relays: the load balancer has not yet
+    // seen the 503.
+    let mut late = connect(addr).await;
+    round_trip(&mut late, b"during the grace").await;
     within("the listener to close", async {
         loop {
             match TcpStream::connect(addr).await {
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
-                _ => tokio::task::yield_now().await,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
             }
         }
     })
     .await;
-    // The open connection keeps working, and keeps serve() waiting.
-    round_trip(&mut client, b"after stop").await;
-    assert!(!proxy.is_stopped(), "serve returned with a connection open");
-
-    client.shutdown().await.unwrap();
-    assert_eq!(read_to_eof(&mut client).await.unwrap(), b"");
-    assert_eq!(proxy.stopped().await.cut_at_deadline, 0);
+    // Then the drain closes both open connections with a FIN.
+    assert_eq!(read_to_eof(&mut client).await.expect("a clean close"), b"");
+    assert_eq!(read_to_eof(&mut late).await.expect("a clean close"), b"");
+    let stopped = proxy.stopped().await;
+    // At least those two; the probes that found the listener still open may add to it.
+    assert!(stopped.closed_paced >= 2, "{stopped:?}");
+    assert_eq!(stopped.cut_at_deadline, 0);
+    assert_eq!(proxy.metric(DRAIN_CLOSED, &[]), stopped.closed_paced as u64);
 }
 
 #[tokio::test]
-async fn at_the_drain_deadline_serve_returns_and_reports_what_it_cut() {
-    let config = relay_config(&[echo_backend().await], "", "") + "[drain]\ndeadline = \"200ms\"\n";
-    let mut proxy = start_proxy(&config);
-    let mut client = connect(proxy.addr("mqtt")).await;
-    round_trip(&mut client, b"holding on").await;
-    assert_eq!(proxy.stopped().await.cut_at_deadline, 1);
+async fn at_the_drain_deadline_what_the_pace_did_not_close_is_cut() {
+    // One close per second cannot close three connections within 300 ms.
+    let drain = "[drain]\nlb_grace = \"0s\"\nclose_rate = 1\ndeadline = \"300ms\"\n";
+    let mut proxy = start_proxy(&(relay_config(&[echo_backend().await], "", "") + drain));
+    let mut clients = Vec::new();
+    for i in 0..3u8 {
+        let mut client = connect(proxy.addr("mqtt")).await;
+        round_trip(&mut client, &[i; 4]).await;
+        clients.push(client);
+    }
+    let stopped = proxy.stopped().await;
+    assert_eq!((stopped.closed_paced, stopped.cut_at_deadline), (1, 2));
+    for client in &mut clients {
+        assert_eq!(read_to_eof(client).await.expect("closed"), b"");
+    }
+    assert_eq!(proxy.metric(DRAIN_CLOSED, &[]), 3);
 }
 
 #[test]

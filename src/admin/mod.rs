@@ -12,7 +12,6 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::Request;
 use hyper::body::Incoming;
@@ -25,11 +24,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::AdminConfig;
+use crate::proxy::{ACCEPT_BACKOFF, is_per_connection};
 use crate::state::SidecarState;
 pub use routes::{Body, route};
-
-/// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves the admin routes on `listener` until the task is aborted or the runtime stops; the
 /// drain does not stop it, since the load balancer must keep reading 503 while the node drains.
@@ -111,19 +108,9 @@ async fn serve_connection(
     }
 }
 
-/// Accept errors that concern one pending connection only, not the listener.
-fn is_per_connection(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,22 +1,48 @@
-//! Backend groups at run time: their servers, the order new connections try them in, and the
-//! source addresses used towards loopback servers.
+//! Backend groups at run time: their servers (local first, then backups), the order new
+//! connections try them in, whether the group lets this node report ready, and the source
+//! addresses used towards loopback servers.
 
 mod sources;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::IntCounter;
 
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, CheckConfig, ProxyProtocol};
+use crate::health::ServerHealth;
 use crate::metrics::Metrics;
 pub use sources::SourceRotation;
+
+/// Whether a server is this node's own broker or a backup (a static or discovered peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Preferred whenever one is up.
+    Local,
+    /// Used only while no local server is up.
+    Backup,
+}
+
+impl Role {
+    /// `"local"` or `"backup"`, as `/health` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Local => "local",
+            Role::Backup => "backup",
+        }
+    }
+}
 
 /// One server of a backend group.
 #[derive(Debug)]
 pub struct Server {
     /// Where the server listens.
     pub addr: SocketAddr,
+    /// Local or backup.
+    pub role: Role,
+    /// Its health, written by its checker.
+    pub health: Arc<ServerHealth>,
     /// Failed connection attempts to it.
     pub connect_failures: IntCounter,
 }
@@ -26,35 +52,111 @@ pub struct Server {
 pub struct Backend {
     /// The group's name from the config.
     pub name: String,
-    /// Servers in the order new connections try them.
+    /// Local servers first, then backups, each in config order.
     pub servers: Vec<Server>,
     /// Time allowed to connect to one server.
     pub connect_timeout: Duration,
     /// Source addresses for connections to loopback servers.
     pub sources: SourceRotation,
+    /// Health checks, if any.
+    pub check: Option<CheckConfig>,
+    /// The PROXY header this backend's connections (and so its probes) start with.
+    pub proxy_protocol: ProxyProtocol,
+    /// Whether this node reports ready while only backups are up.
+    pub ready_on_backup: bool,
+    /// Connections per second moved back from backups once a local server is up again.
+    pub failback_rate: u32,
 }
 
 impl Backend {
     /// Builds the run-time group from its config, with its metric handles.
     pub fn new(config: &BackendConfig, metrics: &Metrics) -> Backend {
+        let local = config.servers.iter().map(|&addr| (addr, Role::Local));
+        let backup = config.backup.iter().map(|&addr| (addr, Role::Backup));
         Backend {
             name: config.name.clone(),
-            servers: config
-                .servers
-                .iter()
-                .map(|&addr| Server {
+            servers: local
+                .chain(backup)
+                .map(|(addr, role)| Server {
                     addr,
+                    role,
+                    health: Arc::new(if config.check.is_some() {
+                        ServerHealth::pending()
+                    } else {
+                        ServerHealth::unchecked()
+                    }),
                     connect_failures: metrics
                         .backend_connect_failures(&config.name, &addr.to_string()),
                 })
                 .collect(),
             connect_timeout: config.connect_timeout,
             sources: SourceRotation::new(&config.loopback_sources),
+            check: config.check.clone(),
+            proxy_protocol: config.proxy_protocol,
+            ready_on_backup: config.ready_on_backup,
+            failback_rate: config.failback_rate,
         }
     }
 
-    /// The servers a new connection tries, best first.
-    pub fn candidates(&self) -> impl Iterator<Item = &Server> {
-        self.servers.iter()
+    /// The servers a new connection tries, best first: local servers that are up; if none,
+    /// backups that are up; if none of either, every local server and then every backup, since
+    /// checks lag behind reality and a refused connect costs little.
+    pub fn candidates(&self) -> Vec<&Server> {
+        let up = |role: Role| {
+            self.servers
+                .iter()
+                .filter(move |s| s.role == role && s.health.is_up())
+        };
+        let mut chosen: Vec<&Server> = up(Role::Local).collect();
+        if chosen.is_empty() {
+            chosen.extend(up(Role::Backup));
+        }
+        if chosen.is_empty() {
+            chosen.extend(self.servers.iter());
+        }
+        chosen
+    }
+
+    /// Whether a local server is up.
+    pub fn local_up(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.role == Role::Local && s.health.is_up())
+    }
+
+    /// `Ok` when this backend lets the node report ready; otherwise one line saying why.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.local_up() {
+            return Ok(());
+        }
+        let backup_up = self
+            .servers
+            .iter()
+            .any(|s| s.role == Role::Backup && s.health.is_up());
+        if backup_up && self.ready_on_backup {
+            return Ok(());
+        }
+        let reasons: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|s| s.role == Role::Local)
+            .map(|s| {
+                let report = s.health.report();
+                match report.last.as_ref().and_then(|last| last.error.as_deref()) {
+                    Some(error) => format!("{} {}", s.addr, error),
+                    None => format!("{} not yet checked", s.addr),
+                }
+            })
+            .collect();
+        let backups = if backup_up {
+            "; only backups are up"
+        } else {
+            ""
+        };
+        Err(format!(
+            "backend {}: local broker down ({}){backups}",
+            self.name,
+            reasons.join(", ")
+        ))
     }
 }

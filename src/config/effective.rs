@@ -1,65 +1,161 @@
 //! The effective configuration written back as TOML, for `check-config`: what will run, with
-//! every default made visible.
+//! every default made visible. Built as a TOML document so that quoting is always right.
 
-use std::fmt::Write;
+use std::time::Duration;
 
-use super::{Config, LoopbackSources, ProxyProtocol, format_duration};
+use toml::{Table, Value};
 
-/// Renders `config` as TOML that parses back to the same [`Config`].
-pub fn to_toml(config: &Config) -> String {
-    let mut out = String::new();
-    for l in &config.listeners {
-        let protocol = match l.proxy_protocol {
-            ProxyProtocol::Off => "off",
-            ProxyProtocol::V1 => "v1",
-            ProxyProtocol::V2 => "v2",
-        };
-        let _ = writeln!(out, "[[listener]]");
-        let _ = writeln!(out, "name = {:?}", l.name);
-        let _ = writeln!(out, "listen = \"{}\"", l.listen);
-        let _ = writeln!(out, "backend = {:?}", config.backends[l.backend].name);
-        let _ = writeln!(out, "proxy_protocol = \"{protocol}\"");
-        let _ = writeln!(out, "accept_proxy_protocol = {}", l.accept_proxy_protocol);
-        let _ = writeln!(
-            out,
-            "proxy_header_timeout = \"{}\"",
-            format_duration(l.proxy_header_timeout)
-        );
-        let _ = writeln!(out, "max_connections = {}", l.max_connections);
-        let _ = writeln!(
-            out,
-            "idle_timeout = \"{}\"",
-            format_duration(l.idle_timeout.unwrap_or_default())
-        );
-        let _ = writeln!(out, "backlog = {}\n", l.backlog);
-    }
-    for b in &config.backends {
-        let servers: Vec<String> = b.servers.iter().map(|s| format!("\"{s}\"")).collect();
-        let sources = match &b.loopback_sources {
-            LoopbackSources::Off => "\"off\"".to_string(),
-            LoopbackSources::Auto => "\"auto\"".to_string(),
-            LoopbackSources::List(list) => {
-                let items: Vec<String> = list.iter().map(|ip| format!("\"{ip}\"")).collect();
-                format!("[{}]", items.join(", "))
+use super::{
+    CheckConfig, CheckKind, Config, LoopbackSources, ProxyProtocol, TokenSource, format_duration,
+};
+
+fn text(value: impl ToString) -> Value {
+    Value::String(value.to_string())
+}
+
+fn time(duration: Duration) -> Value {
+    Value::String(format_duration(duration))
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> Value {
+    Value::Array(items.iter().map(text).collect())
+}
+
+fn protocol(protocol: ProxyProtocol) -> Value {
+    text(match protocol {
+        ProxyProtocol::Off => "off",
+        ProxyProtocol::V1 => "v1",
+        ProxyProtocol::V2 => "v2",
+    })
+}
+
+fn check_table(check: &CheckConfig) -> Table {
+    let mut t = Table::new();
+    let kind = match &check.kind {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Mqtt(_) => "mqtt",
+        CheckKind::Http(_) => "http",
+        CheckKind::Amqp => "amqp",
+    };
+    t.insert("kind".into(), text(kind));
+    t.insert("interval".into(), time(check.interval));
+    t.insert("fast_interval".into(), time(check.fast_interval));
+    t.insert("timeout".into(), time(check.timeout));
+    t.insert("rise".into(), Value::Integer(check.rise.into()));
+    t.insert("fall".into(), Value::Integer(check.fall.into()));
+    match &check.kind {
+        CheckKind::Mqtt(mqtt) => {
+            t.insert("client_id".into(), text(&mqtt.client_id));
+            if let Some(username) = &mqtt.username {
+                t.insert("username".into(), text(username));
             }
-        };
-        let _ = writeln!(out, "[[backend]]");
-        let _ = writeln!(out, "name = {:?}", b.name);
-        let _ = writeln!(out, "servers = [{}]", servers.join(", "));
-        let _ = writeln!(
-            out,
-            "connect_timeout = \"{}\"",
-            format_duration(b.connect_timeout)
-        );
-        let _ = writeln!(out, "loopback_sources = {sources}\n");
+            if mqtt.password.is_some() {
+                // Never print a secret; a placeholder keeps the shape of the config visible.
+                t.insert("password".into(), text("<set>"));
+            }
+            if let Some(topic) = &mqtt.loopback_topic {
+                t.insert("loopback_topic".into(), text(topic));
+            }
+        }
+        CheckKind::Http(http) => {
+            if let Some(port) = http.port {
+                t.insert("port".into(), Value::Integer(port.into()));
+            }
+            t.insert("path".into(), text(&http.path));
+            t.insert(
+                "expect_status".into(),
+                Value::Integer(http.expect_status.into()),
+            );
+            if let Some(body) = &http.expect_body {
+                t.insert("expect_body".into(), text(body));
+            }
+        }
+        CheckKind::Tcp | CheckKind::Amqp => {}
     }
-    let _ = writeln!(out, "[drain]");
-    let _ = writeln!(
-        out,
-        "deadline = \"{}\"",
-        format_duration(config.drain.deadline)
+    t
+}
+
+/// Renders `config` as TOML that parses back to the same [`Config`] (a password prints as
+/// `"<set>"`).
+pub fn to_toml(config: &Config) -> String {
+    let mut doc = Table::new();
+
+    let mut admin = Table::new();
+    admin.insert("listen".into(), text(config.admin.listen));
+    admin.insert(
+        "max_connections".into(),
+        Value::Integer(config.admin.max_connections.into()),
     );
-    out
+    admin.insert("header_timeout".into(), time(config.admin.header_timeout));
+    match &config.admin.drain_token {
+        Some(TokenSource::File(path)) => {
+            admin.insert("drain_token_file".into(), text(path.display()));
+        }
+        Some(TokenSource::Env(var)) => {
+            admin.insert("drain_token_env".into(), text(var));
+        }
+        None => {}
+    }
+    doc.insert("admin".into(), Value::Table(admin));
+
+    let listeners = config.listeners.iter().map(|l| {
+        let mut t = Table::new();
+        t.insert("name".into(), text(&l.name));
+        t.insert("listen".into(), text(l.listen));
+        t.insert("backend".into(), text(&config.backends[l.backend].name));
+        t.insert("proxy_protocol".into(), protocol(l.proxy_protocol));
+        t.insert(
+            "accept_proxy_protocol".into(),
+            Value::Boolean(l.accept_proxy_protocol),
+        );
+        t.insert("proxy_header_timeout".into(), time(l.proxy_header_timeout));
+        t.insert(
+            "max_connections".into(),
+            Value::Integer(l.max_connections.into()),
+        );
+        t.insert(
+            "idle_timeout".into(),
+            time(l.idle_timeout.unwrap_or_default()),
+        );
+        t.insert("backlog".into(), Value::Integer(l.backlog.into()));
+        Value::Table(t)
+    });
+    doc.insert("listener".into(), Value::Array(listeners.collect()));
+
+    let backends = config.backends.iter().map(|b| {
+        let mut t = Table::new();
+        t.insert("name".into(), text(&b.name));
+        t.insert("servers".into(), list(&b.servers));
+        t.insert("backup".into(), list(&b.backup));
+        t.insert("connect_timeout".into(), time(b.connect_timeout));
+        let sources = match &b.loopback_sources {
+            LoopbackSources::Off => text("off"),
+            LoopbackSources::Auto => text("auto"),
+            LoopbackSources::List(addresses) => list(addresses),
+        };
+        t.insert("loopback_sources".into(), sources);
+        t.insert("ready_on_backup".into(), Value::Boolean(b.ready_on_backup));
+        t.insert(
+            "failback_rate".into(),
+            Value::Integer(b.failback_rate.into()),
+        );
+        if let Some(check) = &b.check {
+            t.insert("check".into(), Value::Table(check_table(check)));
+        }
+        Value::Table(t)
+    });
+    doc.insert("backend".into(), Value::Array(backends.collect()));
+
+    let mut drain = Table::new();
+    drain.insert("lb_grace".into(), time(config.drain.lb_grace));
+    drain.insert(
+        "close_rate".into(),
+        Value::Integer(config.drain.close_rate.into()),
+    );
+    drain.insert("deadline".into(), time(config.drain.deadline));
+    doc.insert("drain".into(), Value::Table(drain));
+
+    toml::to_string(&doc).unwrap_or_else(|e| format!("# cannot render the effective config: {e}\n"))
 }
 
 #[cfg(test)]

@@ -26,6 +26,41 @@ pub struct FileBackend {
     pub servers: Option<Vec<String>>,
     pub connect_timeout: Option<String>,
     pub loopback_sources: Option<FileSources>,
+    pub backup: Option<Vec<String>>,
+    pub ready_on_backup: Option<bool>,
+    pub failback_rate: Option<i64>,
+    pub check: Option<FileCheck>,
+}
+
+/// `[backend.check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCheck {
+    pub kind: Option<String>,
+    pub interval: Option<String>,
+    pub fast_interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub port: Option<i64>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub loopback_topic: Option<String>,
+    pub path: Option<String>,
+    pub expect_status: Option<i64>,
+    pub expect_body: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Option<String>,
+    pub max_connections: Option<i64>,
+    pub header_timeout: Option<String>,
+    pub drain_token_file: Option<String>,
+    pub drain_token_env: Option<String>,
 }
 
 /// `loopback_sources`: `"auto"`, `"off"` or a list of addresses.
@@ -40,5 +75,7 @@ pub enum FileSources {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDrain {
+    pub lb_grace: Option<String>,
+    pub close_rate: Option<i64>,
     pub deadline: Option<String>,
 }

@@ -1,8 +1,10 @@
 //! Configuration: the TOML file model (`file`), its validation into the typed [`Config`]
 //! (`validate`), and the defaults. Every problem is reported with its field path, all at once.
 
+mod check;
 mod duration;
 mod effective;
+mod fields;
 mod file;
 mod validate;
 
@@ -26,6 +28,28 @@ pub const DEFAULT_BACKLOG: u32 = 4096;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default drain `deadline`.
 pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+/// Default drain `lb_grace`: the OCI network load balancer's health check, 10 s x 3.
+pub const DEFAULT_LB_GRACE: Duration = Duration::from_secs(30);
+/// Default drain `close_rate`, connections per second.
+pub const DEFAULT_CLOSE_RATE: u32 = 500;
+/// Default `failback_rate`, connections per second moved back from backups.
+pub const DEFAULT_FAILBACK_RATE: u32 = 50;
+/// Default admin address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:8080";
+/// Default admin connection limit.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u32 = 64;
+/// Default admin header timeout.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default check interval.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Default check interval while a server is changing state.
+pub const DEFAULT_CHECK_FAST_INTERVAL: Duration = Duration::from_millis(500);
+/// Default check timeout.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default consecutive successes to mark a server up.
+pub const DEFAULT_RISE: u32 = 2;
+/// Default consecutive failures to mark a server down.
+pub const DEFAULT_FALL: u32 = 3;
 /// How many 127.0.0.x sources `loopback_sources = "auto"` rotates over (x = 1..=this): each gives
 /// the kernel's ~28k ephemeral ports towards one broker port.
 pub const AUTO_LOOPBACK_SOURCES: u8 = 32;
@@ -39,6 +63,30 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// Shutdown behaviour.
     pub drain: DrainConfig,
+    /// The admin endpoint.
+    pub admin: AdminConfig,
+}
+
+/// The admin HTTP endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Address to serve on.
+    pub listen: SocketAddr,
+    /// Connections held at once.
+    pub max_connections: u32,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Where the token that allows `POST /drain` from other hosts comes from.
+    pub drain_token: Option<TokenSource>,
+}
+
+/// Where a secret is read from at start-up (never written in the config itself).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSource {
+    /// A file whose trimmed contents are the token.
+    File(std::path::PathBuf),
+    /// An environment variable.
+    Env(String),
 }
 
 /// One listener: a public port relayed to a backend group.
@@ -86,6 +134,72 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     /// Source addresses for connections to loopback servers.
     pub loopback_sources: LoopbackSources,
+    /// Servers used only when no server of `servers` is up (static peers).
+    pub backup: Vec<SocketAddr>,
+    /// Whether this node reports ready while only backups are up.
+    pub ready_on_backup: bool,
+    /// Connections per second moved from backups back to a recovered server; 0 = never.
+    pub failback_rate: u32,
+    /// Health checks; `None` = servers are always taken as up.
+    pub check: Option<CheckConfig>,
+    /// The PROXY header the backend's listeners send, which its probes send too.
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// Health checks of a backend's servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    /// What a probe does.
+    pub kind: CheckKind,
+    /// Time between probes while a server's state is settled.
+    pub interval: Duration,
+    /// Time between probes while a server is changing state.
+    pub fast_interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes that mark a server up.
+    pub rise: u32,
+    /// Consecutive failures that mark a server down.
+    pub fall: u32,
+}
+
+/// What a probe does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// Connect, then close.
+    Tcp,
+    /// MQTT CONNECT, expect CONNACK accepted; optionally a publish/subscribe loop-back.
+    Mqtt(MqttCheck),
+    /// HTTP GET, expect a status and optionally a body substring.
+    Http(HttpCheck),
+    /// Send the AMQP 0-9-1 protocol header, expect Connection.Start (RabbitMQ).
+    Amqp,
+}
+
+/// The MQTT probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttCheck {
+    /// Client id of the probe's connection.
+    pub client_id: String,
+    /// Optional credentials.
+    pub username: Option<String>,
+    /// Optional password (with `username`).
+    pub password: Option<String>,
+    /// When set, subscribe to this topic and publish to it: proves the broker routes.
+    pub loopback_topic: Option<String>,
+}
+
+/// The HTTP probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheck {
+    /// Port probed on the server's address (e.g. EMQX's API on 18083); `None` = the server's port.
+    pub port: Option<u16>,
+    /// Path to GET.
+    pub path: String,
+    /// Status that counts as healthy.
+    pub expect_status: u16,
+    /// Substring the body must contain, if set.
+    pub expect_body: Option<String>,
 }
 
 /// Source-address rotation towards loopback servers.
@@ -102,7 +216,12 @@ pub enum LoopbackSources {
 /// Shutdown behaviour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DrainConfig {
-    /// How long open connections may take to finish after SIGTERM/SIGINT.
+    /// How long health answers 503 while the listeners still accept, so the load balancer
+    /// notices before the ports close.
+    pub lb_grace: Duration,
+    /// Connections closed per second once the listeners are closed.
+    pub close_rate: u32,
+    /// Time from the start of the drain after which what is left is closed and the process exits.
     pub deadline: Duration,
 }
 

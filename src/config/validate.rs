@@ -5,28 +5,21 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-
-use super::file::{FileBackend, FileDrain, FileListener, FileSources};
+use super::check::check;
+use super::fields::{
+    Problems, bounded, decode, decode_array, duration, name, positive_duration, socket_addr,
+    socket_addrs, syntax_message, unique_names,
+};
+use super::file::{FileAdmin, FileBackend, FileDrain, FileListener, FileSources};
 use super::{
-    BackendConfig, Config, ConfigError, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig,
-    ListenerConfig, LoopbackSources, ProxyProtocol, parse_duration,
+    AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_HEADER_TIMEOUT,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_BACKLOG, DEFAULT_CLOSE_RATE,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE, DEFAULT_LB_GRACE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig, ListenerConfig,
+    LoopbackSources, ProxyProtocol, TokenSource,
 };
 
-const SECTIONS: &[&str] = &["listener", "backend", "drain"];
-
-/// Accumulates problems while the config is checked.
-struct Problems(Vec<ConfigError>);
-
-impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
+const SECTIONS: &[&str] = &["admin", "listener", "backend", "drain"];
 
 /// Parses and validates `text`, returning every problem found.
 pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
@@ -50,6 +43,10 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
     let file_drain: FileDrain = match table.get("drain") {
         Some(value) => decode(value, "drain", &mut problems).unwrap_or_default(),
         None => FileDrain::default(),
+    };
+    let file_admin: FileAdmin = match table.get("admin") {
+        Some(value) => decode(value, "admin", &mut problems).unwrap_or_default(),
+        None => FileAdmin::default(),
     };
 
     let backends: Vec<Option<BackendConfig>> = file_backends
@@ -99,164 +96,147 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
         }
     }
 
-    let drain = DrainConfig {
-        deadline: duration(
-            file_drain.deadline.as_deref(),
-            "drain.deadline",
-            DEFAULT_DRAIN_DEADLINE,
-            &mut problems,
-        ),
-    };
+    let admin = admin(&file_admin, &mut problems);
+    if let Some(admin) = &admin
+        && admin.listen.port() != 0
+        && addresses.contains(&admin.listen)
+    {
+        problems.add(
+            "admin.listen",
+            format!("{} is also a listener's address", admin.listen),
+        );
+    }
+    let drain = drain(&file_drain, &mut problems);
 
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
+    let listeners: Vec<ListenerConfig> = listeners.into_iter().flatten().collect();
+    let mut backends: Vec<BackendConfig> = backends.into_iter().flatten().collect();
+    probe_headers(&listeners, &mut backends, &mut problems);
+    if !problems.0.is_empty() {
+        return Err(problems.0);
+    }
     Ok(Config {
-        listeners: listeners.into_iter().flatten().collect(),
-        backends: backends.into_iter().flatten().collect(),
+        listeners,
+        backends,
         drain,
+        admin: admin.ok_or_else(|| problems.0.clone())?,
     })
 }
 
-/// A TOML syntax error as one line with its position.
-fn syntax_message(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim();
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("TOML syntax error at line {line}, column {column}: {message}")
-        }
-        None => format!("TOML syntax error: {message}"),
-    }
-}
-
-/// Decodes one table, naming the offending key on failure (`listener[0].max_connections`).
-fn decode<T: DeserializeOwned>(
-    value: &toml::Value,
-    path: &str,
+/// A backend's probes send the PROXY header its listeners send, so all of them must agree.
+fn probe_headers(
+    listeners: &[ListenerConfig],
+    backends: &mut [BackendConfig],
     problems: &mut Problems,
-) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-        Ok(decoded) => Some(decoded),
-        Err(error) => {
-            let inner = error.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            // serde's messages may run on with "in `field`" lines; the path already says where.
-            let message = error.into_inner().to_string();
-            let first_line = message.lines().next().unwrap_or("invalid value").trim();
-            problems.add(full, first_line);
-            None
-        }
-    }
-}
-
-/// Decodes an array of tables, keeping a slot per element so indices in messages stay true.
-fn decode_array<T: DeserializeOwned>(
-    table: &toml::Table,
-    key: &str,
-    problems: &mut Problems,
-) -> Vec<Option<T>> {
-    match table.get(key) {
-        None => Vec::new(),
-        Some(toml::Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| decode(item, &format!("{key}[{i}]"), problems))
-            .collect(),
-        Some(_) => {
-            problems.add(key, format!("must be an array of tables: write [[{key}]]"));
-            Vec::new()
-        }
-    }
-}
-
-fn unique_names(names: &[Option<&str>], section: &str, problems: &mut Problems) {
-    let mut seen = HashSet::new();
-    for (i, name) in names.iter().enumerate() {
-        if let Some(name) = name
-            && !seen.insert(*name)
-        {
-            problems.add(
-                format!("{section}[{i}].name"),
-                format!("`{name}` is used by an earlier {section}"),
-            );
-        }
-    }
-}
-
-fn name(value: Option<&str>, path: &str, problems: &mut Problems) -> Option<String> {
-    let Some(value) = value else {
-        problems.add(path, "is required");
-        return None;
-    };
-    let valid = !value.is_empty()
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !valid {
-        problems.add(
-            path,
-            format!("`{value}` must be non-empty and use only letters, digits, '-', '_' and '.'"),
-        );
-        return None;
-    }
-    Some(value.to_string())
-}
-
-fn socket_addr(value: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
-    match value.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            problems.add(
-                path,
-                format!(
-                    "`{value}` is not an address with a port, such as 0.0.0.0:1883 or [::]:1883"
+) {
+    for (b, backend) in backends.iter_mut().enumerate() {
+        let mut first: Option<(usize, ProxyProtocol)> = None;
+        for (i, listener) in listeners.iter().enumerate().filter(|(_, l)| l.backend == b) {
+            match first {
+                None => first = Some((i, listener.proxy_protocol)),
+                Some((j, protocol)) if protocol != listener.proxy_protocol => problems.add(
+                    format!("listener[{i}].proxy_protocol"),
+                    format!(
+                        "differs from listener[{j}], which uses the same backend `{}`: its health probes can send only one kind of header",
+                        backend.name
+                    ),
                 ),
+                Some(_) => {}
+            }
+        }
+        backend.proxy_protocol = first.map_or(ProxyProtocol::Off, |(_, protocol)| protocol);
+    }
+}
+
+fn admin(file: &FileAdmin, problems: &mut Problems) -> Option<AdminConfig> {
+    let listen = socket_addr(
+        file.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+        "admin.listen",
+        problems,
+    );
+    let max_connections = bounded(
+        file.max_connections,
+        "admin.max_connections",
+        DEFAULT_ADMIN_MAX_CONNECTIONS,
+        1..=10_000,
+        problems,
+    );
+    let header_timeout = positive_duration(
+        file.header_timeout.as_deref(),
+        "admin.header_timeout",
+        DEFAULT_ADMIN_HEADER_TIMEOUT,
+        problems,
+    );
+    let drain_token = match (&file.drain_token_file, &file.drain_token_env) {
+        (Some(_), Some(_)) => {
+            problems.add(
+                "admin.drain_token_env",
+                "set either drain_token_file or drain_token_env, not both",
             );
             None
         }
-    }
+        (Some(path), None) => {
+            let path = std::path::PathBuf::from(path);
+            if !path.is_file() {
+                problems.add(
+                    "admin.drain_token_file",
+                    format!("file not found: {}", path.display()),
+                );
+            }
+            Some(TokenSource::File(path))
+        }
+        (None, Some(var)) => {
+            if var.is_empty() {
+                problems.add("admin.drain_token_env", "names no variable");
+            }
+            Some(TokenSource::Env(var.clone()))
+        }
+        (None, None) => None,
+    };
+    Some(AdminConfig {
+        listen: listen?,
+        max_connections,
+        header_timeout,
+        drain_token,
+    })
 }
 
-fn duration(
-    value: Option<&str>,
-    path: &str,
-    default: Duration,
-    problems: &mut Problems,
-) -> Duration {
-    match value.map(parse_duration) {
-        None => default,
-        Some(Ok(d)) => d,
-        Some(Err(message)) => {
-            problems.add(path, message);
-            default
-        }
+fn drain(file: &FileDrain, problems: &mut Problems) -> DrainConfig {
+    let lb_grace = duration(
+        file.lb_grace.as_deref(),
+        "drain.lb_grace",
+        DEFAULT_LB_GRACE,
+        problems,
+    );
+    let close_rate = bounded(
+        file.close_rate,
+        "drain.close_rate",
+        DEFAULT_CLOSE_RATE,
+        1..=1_000_000,
+        problems,
+    );
+    let deadline = positive_duration(
+        file.deadline.as_deref(),
+        "drain.deadline",
+        DEFAULT_DRAIN_DEADLINE,
+        problems,
+    );
+    if lb_grace >= deadline && !deadline.is_zero() {
+        problems.add(
+            "drain.lb_grace",
+            format!(
+                "{} is not shorter than deadline {}: the connections would have no time to close",
+                super::format_duration(lb_grace),
+                super::format_duration(deadline)
+            ),
+        );
     }
-}
-
-fn bounded(
-    value: Option<i64>,
-    path: &str,
-    default: u32,
-    range: std::ops::RangeInclusive<i64>,
-    problems: &mut Problems,
-) -> u32 {
-    match value {
-        None => default,
-        Some(v) if range.contains(&v) => v as u32,
-        Some(v) => {
-            problems.add(
-                path,
-                format!("{v} is out of range {}..={}", range.start(), range.end()),
-            );
-            default
-        }
+    DrainConfig {
+        lb_grace,
+        close_rate,
+        deadline,
     }
 }
 
@@ -302,18 +282,12 @@ fn listener(
             ProxyProtocol::Off
         }
     };
-    let proxy_header_timeout = duration(
+    let proxy_header_timeout = positive_duration(
         file.proxy_header_timeout.as_deref(),
         &format!("{path}.proxy_header_timeout"),
         DEFAULT_PROXY_HEADER_TIMEOUT,
         problems,
     );
-    if proxy_header_timeout.is_zero() {
-        problems.add(
-            format!("{path}.proxy_header_timeout"),
-            "must be more than 0s",
-        );
-    }
     let idle = duration(
         file.idle_timeout.as_deref(),
         &format!("{path}.idle_timeout"),
@@ -358,21 +332,14 @@ fn backend(file: &FileBackend, path: &str, problems: &mut Problems) -> Option<Ba
             problems.add(format!("{path}.servers"), "needs at least one server");
             Vec::new()
         }
-        Some(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, s)| socket_addr(s, &format!("{path}.servers[{i}]"), problems))
-            .collect(),
+        Some(list) => socket_addrs(list, &format!("{path}.servers"), problems),
     };
-    let connect_timeout = duration(
+    let connect_timeout = positive_duration(
         file.connect_timeout.as_deref(),
         &format!("{path}.connect_timeout"),
         DEFAULT_CONNECT_TIMEOUT,
         problems,
     );
-    if connect_timeout.is_zero() {
-        problems.add(format!("{path}.connect_timeout"), "must be more than 0s");
-    }
     let sources_path = format!("{path}.loopback_sources");
     let loopback_sources = match &file.loopback_sources {
         None => LoopbackSources::Auto,
@@ -410,7 +377,33 @@ fn backend(file: &FileBackend, path: &str, problems: &mut Problems) -> Option<Ba
             LoopbackSources::List(parsed)
         }
     };
-    if servers.iter().any(Option::is_none) {
+    let backup = socket_addrs(
+        file.backup.as_deref().unwrap_or_default(),
+        &format!("{path}.backup"),
+        problems,
+    );
+    for (i, addr) in backup.iter().enumerate() {
+        if let Some(addr) = addr
+            && servers.contains(&Some(*addr))
+        {
+            problems.add(
+                format!("{path}.backup[{i}]"),
+                format!("{addr} is also in `servers`"),
+            );
+        }
+    }
+    let failback_rate = bounded(
+        file.failback_rate,
+        &format!("{path}.failback_rate"),
+        DEFAULT_FAILBACK_RATE,
+        0..=1_000_000,
+        problems,
+    );
+    let check = match &file.check {
+        Some(table) => Some(check(table, &format!("{path}.check"), problems)?),
+        None => None,
+    };
+    if servers.iter().chain(&backup).any(Option::is_none) {
         return None;
     }
     Some(BackendConfig {
@@ -418,6 +411,12 @@ fn backend(file: &FileBackend, path: &str, problems: &mut Problems) -> Option<Ba
         servers: servers.into_iter().flatten().collect(),
         connect_timeout,
         loopback_sources,
+        backup: backup.into_iter().flatten().collect(),
+        ready_on_backup: file.ready_on_backup.unwrap_or(false),
+        failback_rate,
+        check,
+        // Set from the listeners that use this backend, once they are validated.
+        proxy_protocol: ProxyProtocol::Off,
     })
 }
 

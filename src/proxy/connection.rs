@@ -16,7 +16,7 @@ use super::proxy_protocol::{self, Inbound};
 use super::relay::{Counters, Relay, RelayEnd, Side};
 use super::socket::{shutdown_write, tune};
 use super::upstream;
-use crate::config::ProxyProtocol;
+use crate::backend::Role;
 use crate::metrics::RefuseReason;
 
 /// Holds a connection's place in the listener's count and the shutdown tracker until it ends.
@@ -37,6 +37,8 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.metrics.active.dec();
         self.shared.tracker.closed();
+        // Runs inside the connection's task, also when the drain aborts it.
+        self.shared.registry.remove_current();
     }
 }
 
@@ -150,18 +152,17 @@ async fn open(mut client: TcpStream, peer: SocketAddr, shared: Arc<ListenerShare
         (peer, local)
     };
 
-    let Some((mut backend, server)) = upstream::connect(&shared.backend).await else {
+    let Some((mut backend, server, role)) = upstream::connect(&shared.backend).await else {
         tracing::warn!(%peer, backend = %shared.backend.name, "no backend server accepted the connection");
         metrics.refused(RefuseReason::NoBackend);
         close_cleanly(&client);
         return None;
     };
-    let header = match shared.proxy_protocol {
-        ProxyProtocol::Off => None,
-        ProxyProtocol::V1 => Some(proxy_protocol::encode_v1(src, dst)),
-        ProxyProtocol::V2 => Some(proxy_protocol::encode_v2(src, dst)),
-    };
-    if let Some(header) = header
+    if role == Role::Backup {
+        tracing::debug!(%peer, %server, "relaying to a backup server");
+        shared.registry.mark_current_on_backup(shared.backend_index);
+    }
+    if let Some(header) = proxy_protocol::header(shared.proxy_protocol, src, dst)
         && let Err(error) = backend.write_all(&header).await
     {
         tracing::debug!(%peer, %server, %error, "writing the PROXY header failed");
@@ -212,6 +213,7 @@ mod tests {
             backend,
             listener_metrics,
             tracker,
+            Arc::default(),
         ));
         let task = Connection::new(client, "127.0.0.1:1".parse().unwrap(), Slot::new(shared));
         // tokio rounds a task up to 128-byte steps; at most 128 bytes of future keeps it at 256.

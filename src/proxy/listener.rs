@@ -9,13 +9,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::connection::{self, Connection, Slot};
+use super::registry::Registry;
 use crate::backend::Backend;
 use crate::config::{ListenerConfig, ProxyProtocol};
 use crate::metrics::{ListenerMetrics, RefuseReason};
 use crate::shutdown::Tracker;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What every connection of one listener shares.
 pub(crate) struct ListenerShared {
@@ -28,6 +29,9 @@ pub(crate) struct ListenerShared {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_connections: u32,
     pub(crate) tracker: Arc<Tracker>,
+    pub(crate) registry: Arc<Registry>,
+    /// The backend's index in the config, as the registry records it.
+    pub(crate) backend_index: usize,
 }
 
 impl ListenerShared {
@@ -36,6 +40,7 @@ impl ListenerShared {
         backend: Arc<Backend>,
         metrics: ListenerMetrics,
         tracker: Arc<Tracker>,
+        registry: Arc<Registry>,
     ) -> ListenerShared {
         ListenerShared {
             name: config.name.clone(),
@@ -47,6 +52,8 @@ impl ListenerShared {
             idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
             tracker,
+            registry,
+            backend_index: config.backend,
         }
     }
 }
@@ -72,7 +79,7 @@ pub(crate) async fn accept_loop(
                     continue;
                 }
                 let slot = Slot::new(Arc::clone(&shared));
-                tokio::spawn(Connection::new(client, peer, slot));
+                shared.registry.spawn(Connection::new(client, peer, slot));
             }
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(listener = %shared.name, %error, "accept");
@@ -87,7 +94,7 @@ pub(crate) async fn accept_loop(
 }
 
 /// Errors that concern one pending connection only, not the listener.
-fn is_per_connection(error: &io::Error) -> bool {
+pub(crate) fn is_per_connection(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionAborted

@@ -2,24 +2,29 @@
 //! and the orderly stop that shutdown asks for.
 
 mod connection;
+mod failback;
 mod listener;
 pub mod proxy_protocol;
+mod registry;
 pub mod relay;
 mod socket;
 mod upstream;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::config::Config;
+use crate::config::{Config, DrainConfig};
 use crate::metrics::Metrics;
-use crate::shutdown::Tracker;
+use crate::shutdown::{ClosePacer, DrainControl, DrainPhase, Tracker};
+use crate::state::ListenerView;
+pub(crate) use listener::{ACCEPT_BACKOFF, is_per_connection};
 use listener::{Bound, ListenerShared};
+use registry::Registry;
 
 /// A listener that could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -33,19 +38,50 @@ pub struct BindError {
     pub reason: String,
 }
 
+impl BindError {
+    /// Describes `error` from binding `listener` on `addr`.
+    pub fn new(listener: &str, addr: SocketAddr, error: &std::io::Error) -> BindError {
+        let reason = match error.kind() {
+            std::io::ErrorKind::AddrInUse => "the address is already in use".to_string(),
+            std::io::ErrorKind::AddrNotAvailable => "the address is not on this host".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)".to_string()
+            }
+            _ => error.to_string(),
+        };
+        BindError {
+            listener: listener.to_string(),
+            addr,
+            reason,
+        }
+    }
+}
+
+/// Opens a listening socket (for listeners outside the relay, such as the admin endpoint).
+pub fn listen(
+    name: &str,
+    addr: SocketAddr,
+    backlog: u32,
+) -> Result<std::net::TcpListener, BindError> {
+    socket::listen(addr, backlog).map_err(|error| BindError::new(name, addr, &error))
+}
+
 /// Every listener of a config, bound and ready to serve.
 pub struct Proxy {
     bound: Vec<Bound>,
     backends: Vec<Arc<Backend>>,
     metrics: Metrics,
-    deadline: Duration,
+    drain: DrainConfig,
     tracker: Arc<Tracker>,
+    registry: Arc<Registry>,
 }
 
-/// How [`Proxy::serve`] ended.
+/// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped {
-    /// Connections still open when the deadline passed (closed as the proxy exits).
+    /// Connections closed at the pace of `close_rate`.
+    pub closed_paced: usize,
+    /// Connections still open at the deadline, closed all at once.
     pub cut_at_deadline: usize,
 }
 
@@ -55,24 +91,8 @@ impl Proxy {
     pub fn bind(config: &Config, metrics: &Metrics) -> Result<Proxy, BindError> {
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            let socket =
-                socket::listen(listener.listen, listener.backlog).map_err(|error| BindError {
-                    listener: listener.name.clone(),
-                    addr: listener.listen,
-                    reason: match error.kind() {
-                        std::io::ErrorKind::AddrInUse => {
-                            "the address is already in use".to_string()
-                        }
-                        std::io::ErrorKind::AddrNotAvailable => {
-                            "the address is not on this host".to_string()
-                        }
-                        std::io::ErrorKind::PermissionDenied => {
-                            "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)"
-                                .to_string()
-                        }
-                        _ => error.to_string(),
-                    },
-                })?;
+            let socket = socket::listen(listener.listen, listener.backlog)
+                .map_err(|error| BindError::new(&listener.name, listener.listen, &error))?;
             let addr = socket.local_addr().unwrap_or(listener.listen);
             bound.push(Bound {
                 config: listener.clone(),
@@ -88,8 +108,9 @@ impl Proxy {
                 .map(|b| Arc::new(Backend::new(b, metrics)))
                 .collect(),
             metrics: metrics.clone(),
-            deadline: config.drain.deadline,
+            drain: config.drain.clone(),
             tracker: Arc::new(Tracker::default()),
+            registry: Arc::new(Registry::default()),
         })
     }
 
@@ -101,14 +122,28 @@ impl Proxy {
             .map(|b| b.addr)
     }
 
-    /// The connection tracker, for reporting open connections.
-    pub fn tracker(&self) -> Arc<Tracker> {
-        Arc::clone(&self.tracker)
+    /// The run-time backends, shared with the health checkers and the admin endpoint.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
     }
 
-    /// Serves until `shutdown` resolves, then closes the listeners and waits for open
-    /// connections to finish, at most the drain deadline.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<Stopped> {
+    /// What `/health` shows of each listener.
+    pub fn listener_views(&self) -> Vec<ListenerView> {
+        self.bound
+            .iter()
+            .map(|b| ListenerView {
+                name: b.config.name.clone(),
+                addr: b.addr,
+                backend: self.backends[b.config.backend].name.clone(),
+                active: self.metrics.listener(&b.config.name).active,
+            })
+            .collect()
+    }
+
+    /// Serves until `drain` starts, then drains: the listeners keep accepting for `lb_grace`,
+    /// then close; open connections are closed at most `close_rate` per second; at `deadline`
+    /// the rest are closed. Returns once no connection is left.
+    pub async fn serve(self, drain: Arc<DrainControl>) -> std::io::Result<Stopped> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = Vec::with_capacity(self.bound.len());
         for bound in self.bound {
@@ -119,6 +154,7 @@ impl Proxy {
                 backend,
                 self.metrics.listener(&bound.config.name),
                 Arc::clone(&self.tracker),
+                Arc::clone(&self.registry),
             ));
             tracing::info!(listener = %bound.config.name, addr = %bound.addr, "listening");
             loops.push(tokio::spawn(listener::accept_loop(
@@ -127,18 +163,58 @@ impl Proxy {
                 stop_rx.clone(),
             )));
         }
-        shutdown.await;
+        let failback = tokio::spawn(failback::run(
+            self.backends.clone(),
+            Arc::clone(&self.registry),
+            self.metrics.clone(),
+        ));
+
+        drain.started().await;
+        let started = Instant::now();
+        let deadline = started + self.drain.deadline;
+        self.metrics.draining().set(1);
+        tracing::info!(lb_grace = ?self.drain.lb_grace, "draining: health answers 503, listeners stay open for the grace period");
+        tokio::time::sleep_until((started + self.drain.lb_grace).min(deadline)).await;
+
+        drain.set_phase(DrainPhase::Closing);
+        failback.abort();
         let _ = stop_tx.send(true);
         for accept_loop in loops {
             let _ = accept_loop.await;
         }
-        let open = self.tracker.count();
-        tracing::info!(open, deadline = ?self.deadline, "listeners closed; waiting for open connections");
-        let cut_at_deadline =
-            match tokio::time::timeout(self.deadline, self.tracker.all_closed()).await {
-                Ok(()) => 0,
-                Err(_) => self.tracker.count(),
-            };
-        Ok(Stopped { cut_at_deadline })
+        tracing::info!(
+            open = self.tracker.count(),
+            close_rate = self.drain.close_rate,
+            "listeners closed; closing connections"
+        );
+        let pacer = ClosePacer::new(self.drain.close_rate);
+        let mut closed_paced = 0;
+        while self.tracker.count() > 0 && Instant::now() < deadline {
+            let (wait, batch) = pacer.step(fastrand::f64());
+            let closed = self.registry.close(batch, None);
+            closed_paced += closed;
+            self.metrics.closed_by_drain().inc_by(closed as u64);
+            tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+        }
+        let cut_at_deadline = self.registry.close(usize::MAX, None);
+        self.metrics
+            .closed_by_drain()
+            .inc_by(cut_at_deadline as u64);
+        if cut_at_deadline > 0 {
+            tracing::warn!(
+                connections = cut_at_deadline,
+                "drain deadline passed; closing the rest"
+            );
+        }
+        // Aborted tasks close their sockets when the runtime drops them, which is at once.
+        let _ = tokio::time::timeout(CLOSE_SETTLE, self.tracker.all_closed()).await;
+        drain.set_phase(DrainPhase::Done);
+        Ok(Stopped {
+            closed_paced,
+            cut_at_deadline,
+        })
     }
 }
+
+/// Time allowed for aborted connection tasks to drop their sockets before `serve` returns.
+const CLOSE_SETTLE: Duration = Duration::from_secs(2);

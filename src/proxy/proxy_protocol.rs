@@ -46,6 +46,20 @@ const V2_TCP6: u8 = 0x21;
 const V2_ADDR_LEN_INET: u16 = 2 * 4 + 2 * 2;
 const V2_ADDR_LEN_INET6: u16 = 2 * 16 + 2 * 2;
 
+/// The header a connection to a backend starts with, by the backend's setting: `None` for
+/// `off`. The data path and the health probes both call this, so they always agree.
+pub fn header(
+    protocol: crate::config::ProxyProtocol,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> Option<Vec<u8>> {
+    match protocol {
+        crate::config::ProxyProtocol::Off => None,
+        crate::config::ProxyProtocol::V1 => Some(encode_v1(src, dst)),
+        crate::config::ProxyProtocol::V2 => Some(encode_v2(src, dst)),
+    }
+}
+
 /// Encodes a v1 (text) header: `PROXY TCP4 <src ip> <dst ip> <src port> <dst port>\r\n` (TCP6
 /// for IPv6). IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, which a dual-stack listener reports)
 /// are written as IPv4. If the two addresses are of different families after that, writes

@@ -6,18 +6,18 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
 use super::socket::upstream_socket;
-use crate::backend::Backend;
+use crate::backend::{Backend, Role};
 
 /// Connects to the first server of `backend` that accepts, counting each failure on its server.
 /// `None` when every server refused, was unreachable or timed out.
-pub async fn connect(backend: &Backend) -> Option<(TcpStream, SocketAddr)> {
+pub async fn connect(backend: &Backend) -> Option<(TcpStream, SocketAddr, Role)> {
     for server in backend.candidates() {
         let attempt = async {
             let socket = upstream_socket(server.addr, backend.sources.next_for(server.addr))?;
             socket.connect(server.addr).await
         };
         match tokio::time::timeout(backend.connect_timeout, attempt).await {
-            Ok(Ok(stream)) => return Some((stream, server.addr)),
+            Ok(Ok(stream)) => return Some((stream, server.addr, server.role)),
             Ok(Err(error)) => {
                 tracing::debug!(backend = %backend.name, server = %server.addr, %error, "connect failed");
             }

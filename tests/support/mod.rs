@@ -9,12 +9,13 @@ pub mod mqtt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use brokerside::config::Config;
 use brokerside::metrics::Metrics;
 use brokerside::proxy::{Proxy, Stopped};
-use tokio::sync::oneshot;
+use brokerside::shutdown::DrainControl;
 use tokio::task::JoinHandle;
 
 // Not every test file uses both.
@@ -40,11 +41,12 @@ pub struct TestProxy {
     addrs: HashMap<String, SocketAddr>,
     /// The registry the proxy counts into.
     pub metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
+    drain: Arc<DrainControl>,
     task: Option<JoinHandle<std::io::Result<Stopped>>>,
 }
 
-/// Validates `toml`, binds every listener (use port 0) and serves until [`TestProxy::stop`].
+/// Validates `toml`, binds every listener (use port 0) and serves until [`TestProxy::stop`]
+/// starts the drain.
 pub fn start_proxy(toml: &str) -> TestProxy {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
     let metrics = Metrics::new();
@@ -57,14 +59,12 @@ pub fn start_proxy(toml: &str) -> TestProxy {
             (l.name.clone(), addr)
         })
         .collect();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(proxy.serve(async {
-        let _ = stopped.await;
-    }));
+    let drain = Arc::new(DrainControl::default());
+    let task = tokio::spawn(proxy.serve(Arc::clone(&drain)));
     TestProxy {
         addrs,
         metrics,
-        stop: Some(stop),
+        drain,
         task: Some(task),
     }
 }
@@ -98,11 +98,10 @@ impl TestProxy {
         .await
     }
 
-    /// Signals the proxy to stop: its listeners close, open connections carry on.
+    /// Starts the drain, as SIGTERM would: listeners close after `lb_grace`, then open
+    /// connections are closed at `close_rate`.
     pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.drain.start("test");
     }
 
     /// Whether `serve` has returned.

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 use super::{ProbeError, Step, describe};
 use crate::config::ProxyProtocol;
-use crate::proxy::proxy_protocol::{encode_v1, encode_v2};
+use crate::proxy::proxy_protocol::header;
 
 /// Connects to `server` and closes again: the server accepts connections.
 pub(super) async fn probe(
@@ -36,15 +36,11 @@ pub(super) async fn connect(
     let _ = stream.set_nodelay(true);
     let header = match proxy {
         ProxyProtocol::Off => None,
-        ProxyProtocol::V1 | ProxyProtocol::V2 => {
+        _ => {
             let local = stream
                 .local_addr()
                 .map_err(|e| ProbeError::Connect(describe(&e)))?;
-            Some(if proxy == ProxyProtocol::V1 {
-                encode_v1(local, server)
-            } else {
-                encode_v2(local, server)
-            })
+            header(proxy, local, server)
         }
     };
     if let Some(header) = header {

@@ -1,0 +1,112 @@
+//! The whole sidecar assembled from its parts: the relay's listeners, the health checkers, the
+//! admin endpoint and the drain. Binding is separate from running so that every port is known
+//! (and every bind error reported) before anything serves, and so tests can bind port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::{Config, TokenSource};
+use crate::metrics::Metrics;
+use crate::proxy::{BindError, Proxy, Stopped};
+use crate::shutdown::DrainControl;
+use crate::state::{Clustering, SidecarState};
+use crate::{admin, health};
+
+/// Backlog of the admin listener: a handful of probes and scrapes at once.
+const ADMIN_BACKLOG: u32 = 128;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A port could not be opened.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The drain token could not be read.
+    #[error("admin.drain_token: {0}")]
+    Token(String),
+}
+
+/// A sidecar with every port bound, ready to run.
+pub struct Sidecar {
+    config: Config,
+    proxy: Proxy,
+    admin: std::net::TcpListener,
+    admin_addr: SocketAddr,
+    state: Arc<SidecarState>,
+}
+
+impl Sidecar {
+    /// Binds every listener and the admin endpoint, and reads the drain token.
+    pub fn bind(config: Config) -> Result<Sidecar, StartError> {
+        let metrics = Metrics::new();
+        let proxy = Proxy::bind(&config, &metrics)?;
+        let admin = crate::proxy::listen("admin", config.admin.listen, ADMIN_BACKLOG)?;
+        let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
+        let drain_token = match &config.admin.drain_token {
+            None => None,
+            Some(TokenSource::File(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| StartError::Token(format!("cannot read {}: {e}", path.display())))?
+                    .trim()
+                    .to_string(),
+            ),
+            Some(TokenSource::Env(var)) => Some(std::env::var(var).map_err(|_| {
+                StartError::Token(format!("environment variable {var} is not set"))
+            })?),
+        };
+        if drain_token.as_deref() == Some("") {
+            return Err(StartError::Token("the token is empty".to_string()));
+        }
+        let state = Arc::new(SidecarState {
+            listeners: proxy.listener_views(),
+            backends: proxy.backends().to_vec(),
+            drain: Arc::new(DrainControl::default()),
+            metrics,
+            clustering: Clustering::default(),
+            drain_token,
+        });
+        Ok(Sidecar {
+            config,
+            proxy,
+            admin,
+            admin_addr,
+            state,
+        })
+    }
+
+    /// The address a listener is bound to.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.proxy.local_addr(name)
+    }
+
+    /// The admin endpoint's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The drain switch: `start` it to drain (signals and `POST /drain` do).
+    pub fn drain(&self) -> Arc<DrainControl> {
+        Arc::clone(&self.state.drain)
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> Metrics {
+        self.state.metrics.clone()
+    }
+
+    /// Runs until the drain has finished: health checks, admin endpoint and relay.
+    pub async fn run(self) -> std::io::Result<Stopped> {
+        let checkers = health::spawn_checkers(&self.state.backends, &self.state.metrics);
+        let admin = tokio::spawn(admin::serve(
+            self.admin,
+            Arc::clone(&self.state),
+            self.config.admin.clone(),
+        ));
+        let stopped = self.proxy.serve(Arc::clone(&self.state.drain)).await;
+        for checker in checkers {
+            checker.abort();
+        }
+        admin.abort();
+        stopped
+    }
+}
