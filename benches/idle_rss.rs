@@ -542,7 +542,10 @@ fn start_proxy(scratch: &Scratch, port: u16, broker_port: u16) -> Result<Process
     let config = scratch.write(
         "brokerside.toml",
         &format!(
-            "[[listener]]\n\
+            "[admin]\n\
+             listen = \"127.0.0.1:0\"\n\
+             \n\
+             [[listener]]\n\
              name = \"mqtt\"\n\
              listen = \"127.0.0.1:{port}\"\n\
              backend = \"broker\"\n\
@@ -552,6 +555,7 @@ fn start_proxy(scratch: &Scratch, port: u16, broker_port: u16) -> Result<Process
              servers = [\"127.0.0.1:{broker_port}\"]\n\
              \n\
              [drain]\n\
+             lb_grace = \"0s\"\n\
              deadline = \"1s\"\n"
         ),
     )?;

@@ -6,8 +6,22 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    CheckConfig, CheckKind, Config, LoopbackSources, ProxyProtocol, TokenSource, format_duration,
+    CheckConfig, CheckKind, ClusterMembers, Config, DiscoveryKind, DnsRecord, LoopbackSources,
+    PeersFileFormat, ProxyProtocol, TokenSource, format_duration,
 };
+
+/// Writes `<key>_file` or `<key>_env` for a secret's source (never the secret).
+fn token(table: &mut Table, key: &str, source: &Option<TokenSource>) {
+    match source {
+        Some(TokenSource::File(path)) => {
+            table.insert(format!("{key}_file"), text(path.display()));
+        }
+        Some(TokenSource::Env(var)) => {
+            table.insert(format!("{key}_env"), text(var));
+        }
+        None => {}
+    }
+}
 
 fn text(value: impl ToString) -> Value {
     Value::String(value.to_string())
@@ -87,16 +101,17 @@ pub fn to_toml(config: &Config) -> String {
         Value::Integer(config.admin.max_connections.into()),
     );
     admin.insert("header_timeout".into(), time(config.admin.header_timeout));
-    match &config.admin.drain_token {
-        Some(TokenSource::File(path)) => {
-            admin.insert("drain_token_file".into(), text(path.display()));
-        }
-        Some(TokenSource::Env(var)) => {
-            admin.insert("drain_token_env".into(), text(var));
-        }
-        None => {}
-    }
+    token(&mut admin, "drain_token", &config.admin.drain_token);
     doc.insert("admin".into(), Value::Table(admin));
+
+    let mut node = Table::new();
+    if let Some(name) = &config.node.name {
+        node.insert("name".into(), text(name));
+    }
+    if let Some(advertise) = config.node.advertise {
+        node.insert("advertise".into(), text(advertise));
+    }
+    doc.insert("node".into(), Value::Table(node));
 
     let listeners = config.listeners.iter().map(|l| {
         let mut t = Table::new();
@@ -139,12 +154,85 @@ pub fn to_toml(config: &Config) -> String {
             "failback_rate".into(),
             Value::Integer(b.failback_rate.into()),
         );
+        if let Some(peers) = &b.peers {
+            t.insert("peers".into(), text(peers));
+        }
+        if let Some(port) = b.peer_port {
+            t.insert("peer_port".into(), Value::Integer(port.into()));
+        }
         if let Some(check) = &b.check {
             t.insert("check".into(), Value::Table(check_table(check)));
         }
         Value::Table(t)
     });
     doc.insert("backend".into(), Value::Array(backends.collect()));
+
+    let sources = config.discovery.iter().map(|d| {
+        let mut t = Table::new();
+        t.insert("name".into(), text(&d.name));
+        match &d.kind {
+            DiscoveryKind::Dns(dns) => {
+                t.insert("kind".into(), text("dns"));
+                let record = match dns.record {
+                    DnsRecord::Srv => "srv",
+                    DnsRecord::A => "a",
+                    DnsRecord::Aaaa => "aaaa",
+                };
+                t.insert("record".into(), text(record));
+                t.insert("query".into(), text(&dns.query));
+                t.insert("nameservers".into(), list(&dns.nameservers));
+                if let Some(port) = dns.port {
+                    t.insert("port".into(), Value::Integer(port.into()));
+                }
+            }
+            DiscoveryKind::Consul(consul) => {
+                t.insert("kind".into(), text("consul"));
+                t.insert("url".into(), text(&consul.url));
+                t.insert("service".into(), text(&consul.service));
+                token(&mut t, "token", &consul.token);
+                t.insert("wait".into(), time(consul.wait));
+            }
+            DiscoveryKind::Static(peers) => {
+                t.insert("kind".into(), text("static"));
+                t.insert("peers".into(), list(peers));
+            }
+        }
+        t.insert("node_name".into(), text(&d.node_name));
+        t.insert("interval".into(), time(d.interval));
+        t.insert("max_interval".into(), time(d.max_interval));
+        t.insert("keep_last_good".into(), time(d.keep_last_good));
+        if let Some(file) = &d.peers_file {
+            t.insert("peers_file".into(), text(file.display()));
+        }
+        let format = match d.peers_file_format {
+            PeersFileFormat::Lines => "lines",
+            PeersFileFormat::Json => "json",
+        };
+        t.insert("peers_file_format".into(), text(format));
+        Value::Table(t)
+    });
+    doc.insert("discovery".into(), Value::Array(sources.collect()));
+
+    let mut cluster = Table::new();
+    let members = match config.cluster.members {
+        ClusterMembers::None => "none",
+        ClusterMembers::Emqx => "emqx",
+        ClusterMembers::Rabbitmq => "rabbitmq",
+    };
+    cluster.insert("members".into(), text(members));
+    cluster.insert("url".into(), text(&config.cluster.url));
+    if let Some(source) = &config.cluster.discovery {
+        cluster.insert("discovery".into(), text(source));
+    }
+    token(&mut cluster, "username", &config.cluster.username);
+    token(&mut cluster, "password", &config.cluster.password);
+    cluster.insert("interval".into(), time(config.cluster.interval));
+    cluster.insert("timeout".into(), time(config.cluster.timeout));
+    cluster.insert(
+        "fail_health_when_partitioned".into(),
+        Value::Boolean(config.cluster.fail_health_when_partitioned),
+    );
+    doc.insert("cluster".into(), Value::Table(cluster));
 
     let mut drain = Table::new();
     drain.insert("lb_grace".into(), time(config.drain.lb_grace));

@@ -30,6 +30,56 @@ pub struct FileBackend {
     pub ready_on_backup: Option<bool>,
     pub failback_rate: Option<i64>,
     pub check: Option<FileCheck>,
+    pub peers: Option<String>,
+    pub peer_port: Option<i64>,
+}
+
+/// One `[[discovery]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub record: Option<String>,
+    pub query: Option<String>,
+    pub nameservers: Option<Vec<String>>,
+    pub port: Option<i64>,
+    pub url: Option<String>,
+    pub service: Option<String>,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    pub wait: Option<String>,
+    pub peers: Option<Vec<String>>,
+    pub node_name: Option<String>,
+    pub interval: Option<String>,
+    pub max_interval: Option<String>,
+    pub keep_last_good: Option<String>,
+    pub peers_file: Option<String>,
+    pub peers_file_format: Option<String>,
+}
+
+/// `[node]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNode {
+    pub name: Option<String>,
+    pub advertise: Option<String>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    pub members: Option<String>,
+    pub url: Option<String>,
+    pub discovery: Option<String>,
+    pub username_file: Option<String>,
+    pub username_env: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub fail_health_when_partitioned: Option<bool>,
 }
 
 /// `[backend.check]`.

@@ -2,6 +2,7 @@
 //! (`validate`), and the defaults. Every problem is reported with its field path, all at once.
 
 mod check;
+mod discovery;
 mod duration;
 mod effective;
 mod fields;
@@ -10,7 +11,7 @@ mod validate;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
@@ -65,6 +66,135 @@ pub struct Config {
     pub drain: DrainConfig,
     /// The admin endpoint.
     pub admin: AdminConfig,
+    /// Peer discovery sources, in file order.
+    pub discovery: Vec<DiscoveryConfig>,
+    /// This node's identity, which discovery leaves out of its peers.
+    pub node: NodeConfig,
+    /// The cluster guard.
+    pub cluster: ClusterConfig,
+}
+
+/// This node's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// This node's name as the cluster knows it (e.g. `emqx@10.0.0.5`); `None` = derived from
+    /// `advertise` with the first source's `node_name` template.
+    pub name: Option<String>,
+    /// This node's address as peers see it; `None` = `$POD_IP`, else the host's first
+    /// non-loopback address is not guessed: discovery then cannot leave this node out by address.
+    pub advertise: Option<IpAddr>,
+}
+
+/// One peer discovery source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    /// Unique name; backends refer to it with `peers = "<name>"`.
+    pub name: String,
+    /// Where peers come from.
+    pub kind: DiscoveryKind,
+    /// Node-name template: `{ip}`, `{host}` (the SRV target or the query without a trailing
+    /// dot), `{target}` (the SRV target as returned).
+    pub node_name: String,
+    /// Shortest time between refreshes (DNS honours the TTL between this and `max_interval`).
+    pub interval: Duration,
+    /// Longest time between refreshes.
+    pub max_interval: Duration,
+    /// How long a failing source keeps serving its last good peer set.
+    pub keep_last_good: Duration,
+    /// File written atomically with the peer set whenever it changes, if set.
+    pub peers_file: Option<PathBuf>,
+    /// Format of `peers_file`.
+    pub peers_file_format: PeersFileFormat,
+}
+
+/// Where peers come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoveryKind {
+    /// DNS: SRV, A or AAAA records.
+    Dns(DnsDiscovery),
+    /// Consul's HTTP health API with blocking queries.
+    Consul(ConsulDiscovery),
+    /// A fixed list.
+    Static(Vec<SocketAddr>),
+}
+
+/// Which DNS records a `dns` source asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsRecord {
+    /// SRV: target and port per peer (Consul, Kubernetes named ports).
+    Srv,
+    /// A: IPv4 addresses (Kubernetes headless services), port from `port`.
+    A,
+    /// AAAA: IPv6 addresses, port from `port`.
+    Aaaa,
+}
+
+/// A `dns` source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsDiscovery {
+    /// Record type.
+    pub record: DnsRecord,
+    /// The name to resolve, e.g. `emqx.service.consul` or `emqx-headless.ns.svc.cluster.local`.
+    pub query: String,
+    /// Nameservers (`ip:port`, e.g. Consul's `127.0.0.1:8600`); empty = the system's.
+    pub nameservers: Vec<SocketAddr>,
+    /// Port of each peer for A/AAAA answers (SRV answers carry their own).
+    pub port: Option<u16>,
+}
+
+/// A `consul` source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsulDiscovery {
+    /// Consul's HTTP address, e.g. `http://127.0.0.1:8500`.
+    pub url: String,
+    /// The service name.
+    pub service: String,
+    /// ACL token source, if any.
+    pub token: Option<TokenSource>,
+    /// Blocking-query wait (Consul caps it at 10m).
+    pub wait: Duration,
+}
+
+/// Format of a peers file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeersFileFormat {
+    /// One node name a line (EMQX static seeds, BEAM `sys.config` helpers).
+    Lines,
+    /// The same JSON as `GET /peers`.
+    Json,
+}
+
+/// The cluster guard: the broker's own view of its cluster against the discovered peers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Whose API to ask.
+    pub members: ClusterMembers,
+    /// The broker's API endpoint (EMQX `http://127.0.0.1:18083/api/v5/nodes`, RabbitMQ
+    /// `http://127.0.0.1:15672/api/nodes`).
+    pub url: String,
+    /// The discovery source whose peers are the expected members (with this node).
+    pub discovery: Option<String>,
+    /// Basic-auth user (EMQX API key, RabbitMQ user), read from a file or the environment.
+    pub username: Option<TokenSource>,
+    /// Basic-auth password (EMQX API secret), read from a file or the environment.
+    pub password: Option<TokenSource>,
+    /// Time between asks.
+    pub interval: Duration,
+    /// Time one ask may take.
+    pub timeout: Duration,
+    /// Whether `/haproxy_health` answers 503 "partitioned" while partitioned.
+    pub fail_health_when_partitioned: bool,
+}
+
+/// Whose API the cluster guard asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterMembers {
+    /// No guard.
+    None,
+    /// EMQX `GET /api/v5/nodes`.
+    Emqx,
+    /// RabbitMQ `GET /api/nodes`.
+    Rabbitmq,
 }
 
 /// The admin HTTP endpoint.
@@ -144,6 +274,10 @@ pub struct BackendConfig {
     pub check: Option<CheckConfig>,
     /// The PROXY header the backend's listeners send, which its probes send too.
     pub proxy_protocol: ProxyProtocol,
+    /// A discovery source whose healthy peers are backup servers, if any.
+    pub peers: Option<String>,
+    /// Port of the peers' brokers for this backend (default: the port discovery found).
+    pub peer_port: Option<u16>,
 }
 
 /// Health checks of a backend's servers.

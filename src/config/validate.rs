@@ -6,20 +6,32 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::check::check;
+use super::discovery::{cluster, discovery, node, token_source};
 use super::fields::{
     Problems, bounded, decode, decode_array, duration, name, positive_duration, socket_addr,
     socket_addrs, syntax_message, unique_names,
 };
-use super::file::{FileAdmin, FileBackend, FileDrain, FileListener, FileSources};
+use super::file::{
+    FileAdmin, FileBackend, FileCluster, FileDiscovery, FileDrain, FileListener, FileNode,
+    FileSources,
+};
 use super::{
     AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_HEADER_TIMEOUT,
     DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_BACKLOG, DEFAULT_CLOSE_RATE,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE, DEFAULT_LB_GRACE,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig, ListenerConfig,
-    LoopbackSources, ProxyProtocol, TokenSource,
+    LoopbackSources, ProxyProtocol,
 };
 
-const SECTIONS: &[&str] = &["admin", "listener", "backend", "drain"];
+const SECTIONS: &[&str] = &[
+    "admin",
+    "node",
+    "listener",
+    "backend",
+    "discovery",
+    "cluster",
+    "drain",
+];
 
 /// Parses and validates `text`, returning every problem found.
 pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
@@ -48,13 +60,36 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
         Some(value) => decode(value, "admin", &mut problems).unwrap_or_default(),
         None => FileAdmin::default(),
     };
+    let file_node: FileNode = match table.get("node") {
+        Some(value) => decode(value, "node", &mut problems).unwrap_or_default(),
+        None => FileNode::default(),
+    };
+    let file_cluster: FileCluster = match table.get("cluster") {
+        Some(value) => decode(value, "cluster", &mut problems).unwrap_or_default(),
+        None => FileCluster::default(),
+    };
+    let file_discovery: Vec<Option<FileDiscovery>> =
+        decode_array(&table, "discovery", &mut problems);
+    let discovery: Vec<Option<crate::config::DiscoveryConfig>> = file_discovery
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            d.as_ref()
+                .and_then(|d| discovery(d, &format!("discovery[{i}]"), &mut problems))
+        })
+        .collect();
+    let source_names: Vec<Option<&str>> = file_discovery
+        .iter()
+        .map(|d| d.as_ref().and_then(|d| d.name.as_deref()))
+        .collect();
+    unique_names(&source_names, "discovery", &mut problems);
 
     let backends: Vec<Option<BackendConfig>> = file_backends
         .iter()
         .enumerate()
         .map(|(i, b)| {
             b.as_ref()
-                .and_then(|b| backend(b, &format!("backend[{i}]"), &mut problems))
+                .and_then(|b| backend(b, &format!("backend[{i}]"), &source_names, &mut problems))
         })
         .collect();
     // Names and references are checked as written, so that one bad field does not hide a
@@ -107,6 +142,8 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
         );
     }
     let drain = drain(&file_drain, &mut problems);
+    let node = node(&file_node, &mut problems);
+    let cluster = cluster(&file_cluster, &source_names, &mut problems);
 
     if !problems.0.is_empty() {
         return Err(problems.0);
@@ -122,6 +159,9 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
         backends,
         drain,
         admin: admin.ok_or_else(|| problems.0.clone())?,
+        discovery: discovery.into_iter().flatten().collect(),
+        node,
+        cluster,
     })
 }
 
@@ -169,32 +209,13 @@ fn admin(file: &FileAdmin, problems: &mut Problems) -> Option<AdminConfig> {
         DEFAULT_ADMIN_HEADER_TIMEOUT,
         problems,
     );
-    let drain_token = match (&file.drain_token_file, &file.drain_token_env) {
-        (Some(_), Some(_)) => {
-            problems.add(
-                "admin.drain_token_env",
-                "set either drain_token_file or drain_token_env, not both",
-            );
-            None
-        }
-        (Some(path), None) => {
-            let path = std::path::PathBuf::from(path);
-            if !path.is_file() {
-                problems.add(
-                    "admin.drain_token_file",
-                    format!("file not found: {}", path.display()),
-                );
-            }
-            Some(TokenSource::File(path))
-        }
-        (None, Some(var)) => {
-            if var.is_empty() {
-                problems.add("admin.drain_token_env", "names no variable");
-            }
-            Some(TokenSource::Env(var.clone()))
-        }
-        (None, None) => None,
-    };
+    let drain_token = token_source(
+        &file.drain_token_file,
+        &file.drain_token_env,
+        "admin",
+        "drain_token",
+        problems,
+    );
     Some(AdminConfig {
         listen: listen?,
         max_connections,
@@ -321,7 +342,12 @@ fn listener(
     })
 }
 
-fn backend(file: &FileBackend, path: &str, problems: &mut Problems) -> Option<BackendConfig> {
+fn backend(
+    file: &FileBackend,
+    path: &str,
+    sources: &[Option<&str>],
+    problems: &mut Problems,
+) -> Option<BackendConfig> {
     let name = name(file.name.as_deref(), &format!("{path}.name"), problems);
     let servers: Vec<Option<SocketAddr>> = match &file.servers {
         None => {
@@ -403,6 +429,27 @@ fn backend(file: &FileBackend, path: &str, problems: &mut Problems) -> Option<Ba
         Some(table) => Some(check(table, &format!("{path}.check"), problems)?),
         None => None,
     };
+    let peers = file.peers.clone();
+    if let Some(wanted) = &peers
+        && !sources.contains(&Some(wanted.as_str()))
+    {
+        problems.add(
+            format!("{path}.peers"),
+            format!("no [[discovery]] is named `{wanted}`"),
+        );
+    }
+    let peer_port = file.peer_port.map(|p| {
+        bounded(
+            Some(p),
+            &format!("{path}.peer_port"),
+            0,
+            1..=65_535,
+            problems,
+        ) as u16
+    });
+    if peer_port.is_some() && peers.is_none() {
+        problems.add(format!("{path}.peer_port"), "needs `peers`");
+    }
     if servers.iter().chain(&backup).any(Option::is_none) {
         return None;
     }
@@ -417,6 +464,8 @@ fn backend(file: &FileBackend, path: &str, problems: &mut Problems) -> Option<Ba
         check,
         // Set from the listeners that use this backend, once they are validated.
         proxy_protocol: ProxyProtocol::Off,
+        peers,
+        peer_port,
     })
 }
 
