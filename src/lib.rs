@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

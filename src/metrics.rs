@@ -52,6 +52,9 @@ pub struct Metrics {
     draining: IntGauge,
     closed_by_drain: IntCounter,
     moved_by_failback: IntCounter,
+    peers: IntGaugeVec,
+    discovery_errors: IntCounterVec,
+    cluster_partitioned: IntGauge,
 }
 
 /// The handles one server's health checker updates.
@@ -197,9 +200,45 @@ impl Metrics {
                     "Connections on backup servers closed so that they reconnect to the recovered local broker.",
                 )),
             ),
+            peers: register(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "peers",
+                        "Peers a discovery source currently reports (this node left out).",
+                    ),
+                    &["source"],
+                ),
+            ),
+            discovery_errors: counter_vec(
+                &registry,
+                "discovery_errors_total",
+                "Failed discovery refreshes (timeouts, SERVFAIL, HTTP errors); the last good peer set is kept.",
+                &["source"],
+            ),
+            cluster_partitioned: register(
+                &registry,
+                IntGauge::with_opts(opts(
+                    "cluster_partitioned",
+                    "1 while the broker sees fewer cluster members than a quorum of the expected ones.",
+                )),
+            ),
             connections_active,
             registry,
         }
+    }
+
+    /// The peer-count gauge and error counter of one discovery source, created at zero.
+    pub fn discovery(&self, source: &str) -> (IntGauge, IntCounter) {
+        (
+            self.peers.with_label_values(&[source]),
+            self.discovery_errors.with_label_values(&[source]),
+        )
+    }
+
+    /// 1 while partitioned.
+    pub fn cluster_partitioned(&self) -> &IntGauge {
+        &self.cluster_partitioned
     }
 
     /// The handles for one server's health checker, every series created.

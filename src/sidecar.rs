@@ -9,7 +9,7 @@ use crate::config::{Config, TokenSource};
 use crate::metrics::Metrics;
 use crate::proxy::{BindError, Proxy, Stopped};
 use crate::shutdown::DrainControl;
-use crate::state::{Clustering, SidecarState};
+use crate::state::SidecarState;
 use crate::{admin, health};
 
 /// Backlog of the admin listener: a handful of probes and scrapes at once.
@@ -62,7 +62,9 @@ impl Sidecar {
             backends: proxy.backends().to_vec(),
             drain: Arc::new(DrainControl::default()),
             metrics,
-            clustering: Clustering::default(),
+            clustering: Arc::default(),
+            fail_when_partitioned: config.cluster.fail_health_when_partitioned,
+            sources: Vec::new(), // WIRE: discovery sources
             drain_token,
         });
         Ok(Sidecar {

@@ -13,7 +13,7 @@ use crate::state::SidecarState;
 pub(super) fn health(state: &SidecarState) -> Value {
     let readiness = state.readiness();
     let started = state.drain.started_at();
-    let clustering = &state.clustering;
+    let clustering = state.clustering.load();
     json!({
         "status": if readiness.is_ok() { "ok" } else { "unavailable" },
         "reason": readiness.err(),
@@ -44,7 +44,7 @@ pub(super) fn health(state: &SidecarState) -> Value {
 
 fn backend_json(backend: &Backend) -> Value {
     let servers: Vec<Value> = backend
-        .servers
+        .all_servers()
         .iter()
         .map(|server| {
             let report = server.health.report();

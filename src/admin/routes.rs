@@ -32,7 +32,7 @@ pub fn route(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Respons
         // status code has /readyz. A 503 here would make generic HTTP checks hide the details.
         "/health" if get => json(health_json::health(state).to_string()),
         "/metrics" if get => reply(StatusCode::OK, PROMETHEUS_TEXT, state.metrics.render()),
-        "/peers" if get => peers(request.uri.query()),
+        "/peers" if get => peers(request.uri.query(), state),
         "/drain" if method == Method::POST => drain(&request.headers, peer, state),
         "/haproxy_health" | "/readyz" | "/livez" | "/health" | "/metrics" | "/peers" => {
             not_allowed("GET, HEAD")
@@ -54,12 +54,32 @@ fn readiness(state: &SidecarState) -> Response<Body> {
     }
 }
 
-/// The discovered peers: none until discovery lands.
-fn peers(query: Option<&str>) -> Response<Body> {
+/// The discovered peers, as JSON or as one node name a line.
+fn peers(query: Option<&str>, state: &SidecarState) -> Response<Body> {
+    let peers = state.peers();
     match query_param(query, "format") {
-        None | Some("json") => json("[]".to_string()),
-        // One node name a line, for BEAM/EMQX seed lists.
-        Some("nodes") => text(StatusCode::OK, ""),
+        None | Some("json") => {
+            let list: Vec<serde_json::Value> = peers
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "address": p.ip.to_string(),
+                        "port": p.port,
+                        "node": p.node,
+                        "source": p.source,
+                        "healthy": p.healthy,
+                    })
+                })
+                .collect();
+            json(serde_json::Value::Array(list).to_string())
+        }
+        // One node name a line, for BEAM/EMQX seed lists; a node found by two sources once.
+        Some("nodes") => {
+            let mut nodes: Vec<&str> = peers.iter().map(|p| p.node.as_str()).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            text(StatusCode::OK, nodes.iter().map(|n| format!("{n}\n")).collect::<String>())
+        }
         Some(_) => text(
             StatusCode::BAD_REQUEST,
             "unknown format: expected `json` or `nodes`\n",

@@ -13,7 +13,7 @@ use crate::config::{AdminConfig, Config};
 use crate::health::{CheckOutcome, HealthReport, ServerState};
 use crate::metrics::Metrics;
 use crate::shutdown::DrainControl;
-use crate::state::{Clustering, ListenerView, SidecarState};
+use crate::state::{ListenerView, SidecarState};
 
 const CONFIG: &str = r#"
 [[listener]]
@@ -55,7 +55,9 @@ pub(super) fn state(drain_token: Option<&str>) -> (Arc<SidecarState>, SocketAddr
         backends,
         drain: Arc::new(DrainControl::default()),
         metrics,
-        clustering: Clustering::default(),
+        clustering: Arc::default(),
+        fail_when_partitioned: true,
+        sources: Vec::new(),
         drain_token: drain_token.map(str::to_string),
     };
     (Arc::new(state), server)

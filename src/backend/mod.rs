@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 
 use crate::config::{BackendConfig, CheckConfig, ProxyProtocol};
@@ -47,13 +48,41 @@ pub struct Server {
     pub connect_failures: IntCounter,
 }
 
+impl Server {
+    /// A server with fresh health: pending (down until it passes its checks) when `checked`.
+    pub fn new(
+        backend: &str,
+        addr: SocketAddr,
+        role: Role,
+        checked: bool,
+        metrics: &Metrics,
+    ) -> Server {
+        Server {
+            addr,
+            role,
+            health: Arc::new(if checked {
+                ServerHealth::pending()
+            } else {
+                ServerHealth::unchecked()
+            }),
+            connect_failures: metrics.backend_connect_failures(backend, &addr.to_string()),
+        }
+    }
+}
+
 /// A backend group as the proxy uses it.
 #[derive(Debug)]
 pub struct Backend {
     /// The group's name from the config.
     pub name: String,
-    /// Local servers first, then backups, each in config order.
-    pub servers: Vec<Server>,
+    /// Configured servers: local first, then static backups, each in config order.
+    pub servers: Vec<Arc<Server>>,
+    /// Backups found by discovery, swapped whole when the peer set changes.
+    pub peers: ArcSwap<Vec<Arc<Server>>>,
+    /// The discovery source whose peers become `peers`, if any.
+    pub peer_source: Option<String>,
+    /// The peers' port for this backend (default: the port discovery found).
+    pub peer_port: Option<u16>,
     /// Time allowed to connect to one server.
     pub connect_timeout: Duration,
     /// Source addresses for connections to loopback servers.
@@ -73,22 +102,18 @@ impl Backend {
     pub fn new(config: &BackendConfig, metrics: &Metrics) -> Backend {
         let local = config.servers.iter().map(|&addr| (addr, Role::Local));
         let backup = config.backup.iter().map(|&addr| (addr, Role::Backup));
+        let checked = config.check.is_some();
         Backend {
             name: config.name.clone(),
             servers: local
                 .chain(backup)
-                .map(|(addr, role)| Server {
-                    addr,
-                    role,
-                    health: Arc::new(if config.check.is_some() {
-                        ServerHealth::pending()
-                    } else {
-                        ServerHealth::unchecked()
-                    }),
-                    connect_failures: metrics
-                        .backend_connect_failures(&config.name, &addr.to_string()),
+                .map(|(addr, role)| {
+                    Arc::new(Server::new(&config.name, addr, role, checked, metrics))
                 })
                 .collect(),
+            peers: ArcSwap::from_pointee(Vec::new()),
+            peer_source: config.peers.clone(),
+            peer_port: config.peer_port,
             connect_timeout: config.connect_timeout,
             sources: SourceRotation::new(&config.loopback_sources),
             check: config.check.clone(),
@@ -101,20 +126,27 @@ impl Backend {
     /// The servers a new connection tries, best first: local servers that are up; if none,
     /// backups that are up; if none of either, every local server and then every backup, since
     /// checks lag behind reality and a refused connect costs little.
-    pub fn candidates(&self) -> Vec<&Server> {
-        let up = |role: Role| {
-            self.servers
-                .iter()
-                .filter(move |s| s.role == role && s.health.is_up())
-        };
-        let mut chosen: Vec<&Server> = up(Role::Local).collect();
+    pub fn candidates(&self) -> Vec<Arc<Server>> {
+        let peers = self.peers.load();
+        let all = || self.servers.iter().chain(peers.iter());
+        let up = |role: Role| all().filter(move |s| s.role == role && s.health.is_up());
+        let mut chosen: Vec<Arc<Server>> = up(Role::Local).cloned().collect();
         if chosen.is_empty() {
-            chosen.extend(up(Role::Backup));
+            chosen.extend(up(Role::Backup).cloned());
         }
         if chosen.is_empty() {
-            chosen.extend(self.servers.iter());
+            chosen.extend(all().cloned());
         }
         chosen
+    }
+
+    /// Every server: configured ones, then discovered peers.
+    pub fn all_servers(&self) -> Vec<Arc<Server>> {
+        self.servers
+            .iter()
+            .chain(self.peers.load().iter())
+            .cloned()
+            .collect()
     }
 
     /// Whether a local server is up.
@@ -130,7 +162,7 @@ impl Backend {
             return Ok(());
         }
         let backup_up = self
-            .servers
+            .all_servers()
             .iter()
             .any(|s| s.role == Role::Backup && s.health.is_up());
         if backup_up && self.ready_on_backup {

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::probe::{ProbeError, probe_within};
 use super::state::{RiseFall, Transition};
 use super::status::{CheckOutcome, HealthReport, ServerHealth, ServerState};
-use crate::backend::Backend;
+use crate::backend::{Backend, Server};
 use crate::config::{CheckConfig, ProxyProtocol};
 use crate::metrics::{CheckMetrics, Metrics};
 
@@ -20,25 +20,35 @@ use crate::metrics::{CheckMetrics, Metrics};
 /// aborted through its handle (at shutdown or when a reload replaces the backends); its first
 /// probe runs at once.
 pub fn spawn_checkers(backends: &[Arc<Backend>], metrics: &Metrics) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for backend in backends {
-        let Some(check) = &backend.check else {
-            continue;
-        };
-        for server in &backend.servers {
-            let checker = Checker {
-                backend: backend.name.clone(),
-                server: server.addr,
-                check: check.clone(),
-                proxy: backend.proxy_protocol,
-                health: Arc::clone(&server.health),
-                metrics: metrics.check(&backend.name, &server.addr.to_string()),
-                tracker: Tracker::new(check, server.health.report().since),
-            };
-            tasks.push(tokio::spawn(checker.run()));
-        }
-    }
-    tasks
+    backends
+        .iter()
+        .flat_map(|backend| {
+            backend
+                .servers
+                .iter()
+                .filter_map(|server| spawn_checker(backend, server, metrics))
+        })
+        .collect()
+}
+
+/// Starts the checker of one server of `backend` (discovered peers get theirs this way as they
+/// appear); `None` when the backend has no `check`.
+pub fn spawn_checker(
+    backend: &Backend,
+    server: &Server,
+    metrics: &Metrics,
+) -> Option<JoinHandle<()>> {
+    let check = backend.check.as_ref()?;
+    let checker = Checker {
+        backend: backend.name.clone(),
+        server: server.addr,
+        check: check.clone(),
+        proxy: backend.proxy_protocol,
+        health: Arc::clone(&server.health),
+        metrics: metrics.check(&backend.name, &server.addr.to_string()),
+        tracker: Tracker::new(check, server.health.report().since),
+    };
+    Some(tokio::spawn(checker.run()))
 }
 
 /// One server's checker.
