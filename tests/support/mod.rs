@@ -4,7 +4,12 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod forwarder;
+pub mod http;
 pub mod mqtt;
+pub mod observe;
+pub mod raw_mqtt;
+pub mod sidecar;
 
 use std::collections::HashMap;
 use std::future::Future;

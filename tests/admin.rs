@@ -1,0 +1,368 @@
+//! The admin endpoint over real HTTP, as the load balancer, Consul, Kubernetes, Prometheus and an
+//! operator with curl meet it: `/health` field by field, `/metrics` series by series, bad and
+//! slow clients, unknown paths and methods, `/peers`, `POST /drain`, and answers while the relay
+//! is saturated.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rumqttc::QoS;
+use serde_json::{Value, json};
+use support::http::{http_raw, http_request};
+use support::sidecar::{TestSidecar, fast_check, start_sidecar};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// A sidecar relaying `mqtt` to `servers` (no health check: always up) with `extra` tables.
+fn plain_sidecar(servers: &[SocketAddr], listener_extra: &str, extra: &str) -> TestSidecar {
+    start_sidecar(&format!(
+        "{}\n{extra}",
+        relay_config(servers, listener_extra, "")
+    ))
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_json_field_by_field() {
+    let broker = start_rumqttd().await;
+    let backup = closed_addr();
+    let sidecar = start_sidecar(&relay_config(
+        &[broker.mqtt],
+        "",
+        &format!(
+            "backup = [\"{backup}\"]\n{}",
+            fast_check("mqtt", "client_id = \"check-json\"")
+        ),
+    ));
+    sidecar.until_status("/readyz", 200, SETTLE).await;
+    let relay = sidecar.addr("mqtt");
+    let mut first = MqttClient::connect(tcp_options("json-1", relay)).await;
+    first.subscribe("json/#", QoS::AtMostOnce).await;
+    let _second = MqttClient::connect(tcp_options("json-2", relay)).await;
+
+    let health = within("/health to count both clients", async {
+        loop {
+            let health = sidecar.health().await;
+            let backup_checked = health["backends"][0]["servers"][1]["last_check"].is_f64();
+            if health["listeners"][0]["active_connections"] == 2 && backup_checked {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let reply = sidecar.get("/health").await;
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["reason"], Value::Null);
+    assert_eq!(health["draining"], false);
+    assert_eq!(health["drain"]["phase"], "serving");
+
+    let listeners = health["listeners"].as_array().expect("listeners list");
+    assert_eq!(listeners.len(), 1);
+    assert_eq!(listeners[0]["name"], "mqtt");
+    assert_eq!(listeners[0]["address"], relay.to_string());
+    assert_eq!(listeners[0]["backend"], "b");
+    assert_eq!(listeners[0]["active_connections"], 2);
+
+    let backends = health["backends"].as_array().expect("backends list");
+    assert_eq!(backends.len(), 1);
+    assert_eq!(backends[0]["name"], "b");
+    let servers = backends[0]["servers"].as_array().expect("servers list");
+    assert_eq!(servers.len(), 2);
+    let (local, spare) = (&servers[0], &servers[1]);
+    assert_eq!(local["address"], broker.mqtt.to_string());
+    assert_eq!(local["role"], "local");
+    assert_eq!(local["state"], "up");
+    assert_eq!(local["error"], Value::Null);
+    assert_eq!(spare["address"], backup.to_string());
+    assert_eq!(spare["role"], "backup");
+    assert_eq!(spare["state"], "down");
+    assert_eq!(spare["error"], "connection refused");
+    for server in servers {
+        let last_check = server["last_check"]
+            .as_f64()
+            .expect("last_check in seconds");
+        assert!((now_unix() - last_check).abs() < 10.0, "{server}");
+        let latency = server["latency_ms"].as_f64().expect("latency_ms");
+        // A probe's latency is within its 300 ms timeout.
+        assert!((0.0..=300.0).contains(&latency), "{server}");
+    }
+
+    assert_eq!(
+        health["clustering"],
+        json!({
+            "enabled": false,
+            "current_node": "",
+            "connected_nodes": [],
+            "node_count": 0,
+            "expected_nodes": 0,
+            "quorum": 0,
+            "partitioned": false,
+        })
+    );
+}
+
+/// Asserts `# TYPE name kind` and at least one sample of each of `samples` in `text`.
+fn assert_series(text: &str, name: &str, kind: &str, samples: &[&str]) {
+    assert!(
+        text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
+        "no `# TYPE {name} {kind}` in:\n{text}"
+    );
+    for sample in samples {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{sample}{{"))
+                    || l.starts_with(&format!("{sample} "))),
+            "no sample of {sample} in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exposes_every_series() {
+    let broker = start_rumqttd().await;
+    let sidecar = start_sidecar(&relay_config(
+        &[broker.mqtt],
+        "max_connections = 1",
+        "[backend.check]\nkind = \"tcp\"\ninterval = \"200ms\"\nrise = 1\n",
+    ));
+    sidecar.until_status("/readyz", 200, SETTLE).await;
+    let relay = sidecar.addr("mqtt");
+    let mut client = MqttClient::connect(tcp_options("metrics", relay)).await;
+    client.subscribe("m", QoS::AtMostOnce).await;
+    // The listener is full: the next client is refused.
+    let mut refused = connect(relay).await;
+    assert_eq!(read_to_eof(&mut refused).await.expect("a clean close"), b"");
+
+    let reply = sidecar.get("/metrics").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = reply.body;
+    for (name, kind) in [
+        ("brokerside_connections_active", "gauge"),
+        ("brokerside_connections_total", "counter"),
+        ("brokerside_connections_refused_total", "counter"),
+        ("brokerside_bytes_total", "counter"),
+        ("brokerside_backend_up", "gauge"),
+        ("brokerside_health_check_failures_total", "counter"),
+        ("brokerside_draining", "gauge"),
+        ("brokerside_drain_closed_connections_total", "counter"),
+    ] {
+        assert_series(&text, name, kind, &[name]);
+    }
+    let histogram = "brokerside_health_check_duration_seconds";
+    assert_series(
+        &text,
+        histogram,
+        "histogram",
+        &[
+            &format!("{histogram}_bucket"),
+            &format!("{histogram}_sum"),
+            &format!("{histogram}_count"),
+        ],
+    );
+    // The values say what happened.
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        metric_value(&text, name, labels).unwrap_or_else(|| panic!("{name}{labels:?}:\n{text}"))
+    };
+    let server = broker.mqtt.to_string();
+    let series = [("backend", "b"), ("server", server.as_str())];
+    assert_eq!(
+        value("brokerside_connections_active", &[("listener", "mqtt")]),
+        1.0
+    );
+    assert_eq!(
+        value("brokerside_connections_total", &[("listener", "mqtt")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "brokerside_connections_refused_total",
+            &[("listener", "mqtt"), ("reason", "limit")]
+        ),
+        1.0
+    );
+    assert!(value("brokerside_bytes_total", &[("direction", "to_backend")]) > 0.0);
+    assert!(value("brokerside_bytes_total", &[("direction", "to_client")]) > 0.0);
+    assert_eq!(value("brokerside_backend_up", &series), 1.0);
+    assert_eq!(
+        value("brokerside_health_check_failures_total", &series),
+        0.0
+    );
+    let probes = value(&format!("{histogram}_count"), &series);
+    assert!(probes >= 1.0);
+    let mut inf = series.to_vec();
+    inf.push(("le", "+Inf"));
+    assert_eq!(value(&format!("{histogram}_bucket"), &inf), probes);
+    assert_eq!(value("brokerside_draining", &[]), 0.0);
+    assert_eq!(value("brokerside_drain_closed_connections_total", &[]), 0.0);
+
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` on `text`, when promtool is installed (CI may have it).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        println!("note: promtool not on PATH; `promtool check metrics` skipped");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_and_slow_clients_routes_peers_and_drain() {
+    let sidecar = plain_sidecar(
+        &[echo_backend().await],
+        "",
+        "[admin]\nheader_timeout = \"300ms\"\n",
+    );
+    let admin = sidecar.admin;
+
+    // Garbage gets a 400, and the server serves on.
+    let answer = http_raw(
+        admin,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let reply = sidecar.get("/livez").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "OK\n"));
+
+    // A client that never finishes its headers is cut after header_timeout; meanwhile others
+    // are answered.
+    let started = Instant::now();
+    let mut slow = connect(admin).await;
+    slow.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half a request");
+    for _ in 0..3 {
+        assert_eq!(sidecar.get("/livez").await.status, 200);
+    }
+    let served_meanwhile = started.elapsed();
+    let answer = read_to_eof(&mut slow).await.unwrap_or_default();
+    let cut = started.elapsed();
+    println!("others served within {served_meanwhile:?}; slow client cut after {cut:?}");
+    assert!(
+        served_meanwhile < Duration::from_millis(300),
+        "{served_meanwhile:?}"
+    );
+    assert!(cut >= Duration::from_millis(250), "cut too early: {cut:?}");
+    assert!(cut < Duration::from_secs(5), "cut too late: {cut:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains(" 200 "), "{answer:?}");
+
+    // Unknown paths, wrong methods.
+    let reply = sidecar.get("/nope").await;
+    assert_eq!((reply.status, reply.body.as_str()), (404, "not found\n"));
+    let reply = http_request(admin, "POST", "/health").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    let reply = http_request(admin, "GET", "/drain").await;
+    assert_eq!((reply.status, reply.header("allow")), (405, Some("POST")));
+
+    // No discovery yet: no peers.
+    let reply = sidecar.get("/peers").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "[]\n"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let reply = sidecar.get("/peers?format=nodes").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, ""));
+
+    // POST /drain from loopback: 202, then not ready, but alive.
+    assert_eq!(sidecar.get("/haproxy_health").await.status, 200);
+    let reply = http_request(admin, "POST", "/drain").await;
+    assert_eq!((reply.status, reply.body.as_str()), (202, "draining\n"));
+    let reply = sidecar.get("/haproxy_health").await;
+    assert_eq!((reply.status, reply.body.as_str()), (503, "draining\n"));
+    assert_eq!(sidecar.get("/livez").await.status, 200);
+    let health = sidecar.health().await;
+    assert_eq!(
+        (
+            &health["status"],
+            &health["draining"],
+            &health["drain"]["phase"]
+        ),
+        (&json!("unavailable"), &json!(true), &json!("grace"))
+    );
+    let reply = http_request(admin, "POST", "/drain").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "already draining\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_answers_while_the_relay_is_saturated() {
+    const LIMIT: usize = 50;
+    let sidecar = plain_sidecar(
+        &[echo_backend().await],
+        &format!("max_connections = {LIMIT}"),
+        "",
+    );
+    let relay = sidecar.addr("mqtt");
+    let mut held = Vec::with_capacity(LIMIT);
+    for i in 0..LIMIT {
+        let mut stream = connect(relay).await;
+        round_trip(&mut stream, format!("client {i}").as_bytes()).await;
+        held.push(stream);
+    }
+    // Refused clients keep coming while the admin endpoint is asked.
+    let refusals = tokio::spawn(async move {
+        for _ in 0..20 {
+            let mut extra = connect(relay).await;
+            assert_eq!(read_to_eof(&mut extra).await.expect("a clean close"), b"");
+        }
+    });
+    for _ in 0..10 {
+        assert_eq!(sidecar.get("/livez").await.status, 200);
+        assert_eq!(sidecar.get("/haproxy_health").await.status, 200);
+        let health = sidecar.health().await;
+        assert_eq!(health["listeners"][0]["active_connections"], LIMIT);
+    }
+    within("the refused clients", refusals)
+        .await
+        .expect("refusals task");
+    let refused = sidecar.metric(
+        "brokerside_connections_refused_total",
+        &[("listener", "mqtt"), ("reason", "limit")],
+    );
+    assert_eq!(refused, 20.0);
+    // The held connections still relay.
+    for stream in &mut held {
+        round_trip(stream, b"still here").await;
+    }
+}

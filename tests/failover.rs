@@ -1,0 +1,75 @@
+//! Failback as clients see it: while the local broker is down, new clients are relayed to the
+//! backup; once it is back, the clients the backup holds are closed at most `failback_rate` per
+//! second (measured at the clients), counted, and reconnect to the local broker.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::forwarder::Forwarder;
+use support::observe::{busiest_second, close_times, relay_reaches, watch_closes};
+use support::raw_mqtt::mqtt_connect_raw;
+use support::sidecar::{fast_check, start_sidecar};
+use support::*;
+
+const SETTLE: Duration = Duration::from_secs(10);
+const HELD: usize = 10;
+const FAILBACK_RATE: usize = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_the_backup_move_back_gradually() {
+    let local = start_rumqttd().await;
+    let backup = start_rumqttd().await;
+    let mut front = Forwarder::start(local.mqtt).await;
+    let sidecar = start_sidecar(&relay_config(
+        &[front.addr],
+        "",
+        &format!(
+            "backup = [\"{}\"]\nfailback_rate = {FAILBACK_RATE}\n{}",
+            backup.mqtt,
+            fast_check("mqtt", "client_id = \"check-failback\"")
+        ),
+    ));
+    let relay = sidecar.addr("mqtt");
+    sidecar.until_status("/haproxy_health", 200, SETTLE).await;
+
+    front.kill().await;
+    sidecar.until_status("/haproxy_health", 503, SETTLE).await;
+    relay_reaches(relay, backup.mqtt, "on-backup").await;
+    let mut held = Vec::with_capacity(HELD);
+    for i in 0..HELD {
+        held.push(mqtt_connect_raw(relay, &format!("held-{i}")).await);
+    }
+    let closes = watch_closes(held);
+    let moved_before = sidecar.metric("brokerside_failback_closed_connections_total", &[]);
+
+    front.restart().await;
+    sidecar.until_status("/haproxy_health", 200, SETTLE).await;
+    let back = Instant::now();
+    // New clients go local at once, before failback has moved everyone.
+    relay_reaches(relay, local.mqtt, "local-again").await;
+
+    let times = close_times(closes, Duration::from_secs(15)).await;
+    let busiest = busiest_second(&times);
+    println!(
+        "failback closed {} clients from {:?} to {:?} after recovery, at most {busiest} in one second",
+        times.len(),
+        times[0].saturating_duration_since(back),
+        times[HELD - 1].saturating_duration_since(back),
+    );
+    // One close of slack: at 5 per second a close observed a little late can share a window
+    // with the next five.
+    assert!(
+        busiest <= FAILBACK_RATE + 1,
+        "{busiest} closes in one second, failback_rate is {FAILBACK_RATE}"
+    );
+    // The publisher of "on-backup" was on the backup too, so it may have been moved as well.
+    let moved = sidecar.metric("brokerside_failback_closed_connections_total", &[]) - moved_before;
+    assert!(moved >= HELD as f64, "moved {moved}");
+
+    // The moved clients reconnect, and land on the local broker.
+    for i in 0..HELD {
+        mqtt_connect_raw(relay, &format!("held-{i}")).await;
+    }
+    relay_reaches(relay, local.mqtt, "after-failback").await;
+}

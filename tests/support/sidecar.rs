@@ -1,0 +1,120 @@
+//! The whole sidecar in-process (relay, health checkers, admin endpoint, drain), bound on port 0
+//! everywhere, and its admin endpoint read over real HTTP as a load balancer or Prometheus would.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brokerside::config::Config;
+use brokerside::metrics::Metrics;
+use brokerside::proxy::Stopped;
+use brokerside::shutdown::DrainControl;
+use brokerside::sidecar::Sidecar;
+use tokio::task::JoinHandle;
+
+use super::http::{Reply, http_get};
+use super::{metric_value, within};
+
+/// A sidecar running in the background of the test's runtime.
+pub struct TestSidecar {
+    /// The admin endpoint's real address.
+    pub admin: SocketAddr,
+    addrs: HashMap<String, SocketAddr>,
+    /// The registry `/metrics` renders.
+    pub metrics: Metrics,
+    /// The drain switch (what SIGTERM and `POST /drain` flip).
+    pub drain: Arc<DrainControl>,
+    task: Option<JoinHandle<std::io::Result<Stopped>>>,
+}
+
+/// Validates `toml`, moves the admin endpoint to 127.0.0.1:0 (listeners should use port 0 too),
+/// binds everything and runs the sidecar until its drain finishes.
+pub fn start_sidecar(toml: &str) -> TestSidecar {
+    let mut config = Config::from_toml(toml).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+    let sidecar = Sidecar::bind(config).expect("bind the sidecar");
+    let addrs = names
+        .into_iter()
+        .map(|name| {
+            let addr = sidecar.listener_addr(&name).expect("bound listener");
+            (name, addr)
+        })
+        .collect();
+    TestSidecar {
+        admin: sidecar.admin_addr(),
+        addrs,
+        metrics: sidecar.metrics(),
+        drain: sidecar.drain(),
+        task: Some(tokio::spawn(sidecar.run())),
+    }
+}
+
+impl TestSidecar {
+    /// The real address of listener `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    /// `GET path` on the admin endpoint.
+    pub async fn get(&self, path: &str) -> Reply {
+        http_get(self.admin, path).await
+    }
+
+    /// Polls `GET path` every 50 ms until it answers `status`, for at most `bound`; returns that
+    /// reply. Panics with the last reply otherwise.
+    pub async fn until_status(&self, path: &str, status: u16, bound: Duration) -> Reply {
+        let mut last = None;
+        let polled = tokio::time::timeout(bound, async {
+            loop {
+                let reply = self.get(path).await;
+                if reply.status == status {
+                    return reply;
+                }
+                last = Some(reply);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        polled.unwrap_or_else(|_| panic!("GET {path} not {status} within {bound:?}: {last:?}"))
+    }
+
+    /// `/health` as JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        let reply = self.get("/health").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        serde_json::from_str(&reply.body)
+            .unwrap_or_else(|e| panic!("/health is not JSON ({e}): {}", reply.body))
+    }
+
+    /// The value of one series of `/metrics` (see [`metric_value`]); panics when none matches.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.metrics.render();
+        metric_value(&text, name, labels)
+            .unwrap_or_else(|| panic!("no series {name} with {labels:?} in /metrics:\n{text}"))
+    }
+
+    /// Whether `run` has returned.
+    pub fn is_stopped(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits (within [`super::WAIT`]) for `run` to return after a drain started elsewhere.
+    pub async fn stopped(&mut self) -> Stopped {
+        let task = self.task.take().expect("stopped() once");
+        within("Sidecar::run to return", task)
+            .await
+            .expect("run task panicked")
+            .expect("run failed")
+    }
+}
+
+/// A `[backend.check]` table that turns in well under a second: rise 2, fall 2, probes 200 ms
+/// apart (100 ms while a server changes state), 300 ms each; `extra` adds kind-specific keys.
+pub fn fast_check(kind: &str, extra: &str) -> String {
+    format!(
+        "[backend.check]\nkind = \"{kind}\"\ninterval = \"200ms\"\nfast_interval = \"100ms\"\n\
+         timeout = \"300ms\"\nrise = 2\nfall = 2\n{extra}\n"
+    )
+}
