@@ -11,10 +11,19 @@ use tokio::task::{AbortHandle, Id};
 /// Shards keep the lock that accept and close take short and rarely shared.
 const SHARDS: usize = 64;
 
+/// Kept to two words, since every open connection has one.
 struct Entry {
     handle: AbortHandle,
-    /// The backend (by index) whose backup server this connection uses, if it uses one.
-    on_backup: Option<usize>,
+    /// The backend (by index) whose backup server this connection uses, or [`NOT_ON_BACKUP`].
+    on_backup: u32,
+}
+
+/// `Entry::on_backup` of a connection to a local server.
+const NOT_ON_BACKUP: u32 = u32::MAX;
+
+/// The `on_backup` value for backend `index` (indices come from the config: far below u32::MAX).
+fn backup_tag(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(NOT_ON_BACKUP - 1)
 }
 
 /// The open connections of every listener.
@@ -56,7 +65,7 @@ impl Registry {
             id,
             Entry {
                 handle,
-                on_backup: None,
+                on_backup: NOT_ON_BACKUP,
             },
         );
     }
@@ -76,7 +85,7 @@ impl Registry {
             && let Ok(mut shard) = self.shard(id).lock()
             && let Some(entry) = shard.get_mut(&id)
         {
-            entry.on_backup = Some(backend);
+            entry.on_backup = backup_tag(backend);
         }
     }
 
@@ -95,7 +104,7 @@ impl Registry {
             };
             let chosen: Vec<Id> = shard
                 .iter()
-                .filter(|(_, entry)| backend.is_none() || entry.on_backup == backend)
+                .filter(|(_, entry)| backend.is_none_or(|b| entry.on_backup == backup_tag(b)))
                 .filter(|(_, entry)| !entry.handle.is_finished())
                 .map(|(id, _)| *id)
                 .take(count - closed)
@@ -119,7 +128,7 @@ impl Registry {
             .map(|shard| {
                 shard
                     .values()
-                    .filter(|e| e.on_backup == Some(backend) && !e.handle.is_finished())
+                    .filter(|e| e.on_backup == backup_tag(backend) && !e.handle.is_finished())
                     .count()
             })
             .sum()
