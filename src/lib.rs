@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod health;
