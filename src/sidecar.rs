@@ -42,18 +42,13 @@ impl Sidecar {
         let proxy = Proxy::bind(&config, &metrics)?;
         let admin = crate::proxy::listen("admin", config.admin.listen, ADMIN_BACKLOG)?;
         let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
-        let drain_token = match &config.admin.drain_token {
-            None => None,
-            Some(TokenSource::File(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| StartError::Token(format!("cannot read {}: {e}", path.display())))?
-                    .trim()
-                    .to_string(),
-            ),
-            Some(TokenSource::Env(var)) => Some(std::env::var(var).map_err(|_| {
-                StartError::Token(format!("environment variable {var} is not set"))
-            })?),
-        };
+        let drain_token = config
+            .admin
+            .drain_token
+            .as_ref()
+            .map(TokenSource::read)
+            .transpose()
+            .map_err(StartError::Token)?;
         if drain_token.as_deref() == Some("") {
             return Err(StartError::Token("the token is empty".to_string()));
         }

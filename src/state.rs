@@ -110,7 +110,11 @@ impl SidecarState {
     /// backend checks it.
     fn peer_healthy(&self, source: &str, ip: IpAddr) -> Option<bool> {
         let mut seen = None;
-        for backend in self.backends.iter().filter(|b| b.peer_source.as_deref() == Some(source)) {
+        for backend in self
+            .backends
+            .iter()
+            .filter(|b| b.peer_source.as_deref() == Some(source))
+        {
             for server in backend.peers.load().iter().filter(|s| s.addr.ip() == ip) {
                 if server.health.report().checked {
                     let up = server.health.is_up();

@@ -78,7 +78,10 @@ fn peers(query: Option<&str>, state: &SidecarState) -> Response<Body> {
             let mut nodes: Vec<&str> = peers.iter().map(|p| p.node.as_str()).collect();
             nodes.sort_unstable();
             nodes.dedup();
-            text(StatusCode::OK, nodes.iter().map(|n| format!("{n}\n")).collect::<String>())
+            text(
+                StatusCode::OK,
+                nodes.iter().map(|n| format!("{n}\n")).collect::<String>(),
+            )
         }
         Some(_) => text(
             StatusCode::BAD_REQUEST,

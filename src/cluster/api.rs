@@ -97,15 +97,8 @@ fn authorization(
     Ok(Some(basic_auth(&username, &password)))
 }
 
-/// A secret from a file (trimmed: editors and `echo` add a newline) or the environment.
 fn read_token(source: &TokenSource) -> Result<String, ApiError> {
-    match source {
-        TokenSource::File(path) => std::fs::read_to_string(path)
-            .map(|text| text.trim().to_string())
-            .map_err(|e| ApiError::Credentials(format!("cannot read {}: {e}", path.display()))),
-        TokenSource::Env(var) => std::env::var(var)
-            .map_err(|_| ApiError::Credentials(format!("environment variable {var} is not set"))),
-    }
+    source.read().map_err(ApiError::Credentials)
 }
 
 /// `Basic base64(username:password)` (RFC 7617).

@@ -210,13 +210,28 @@ pub struct AdminConfig {
     pub drain_token: Option<TokenSource>,
 }
 
-/// Where a secret is read from at start-up (never written in the config itself).
+/// Where a secret is read from (never written in the config itself).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenSource {
     /// A file whose trimmed contents are the token.
     File(std::path::PathBuf),
     /// An environment variable.
     Env(String),
+}
+
+impl TokenSource {
+    /// Reads the secret now: a file's contents trimmed (editors and `echo` add a newline), or the
+    /// variable's value. The error says which file or variable, never the secret.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            TokenSource::File(path) => std::fs::read_to_string(path)
+                .map(|text| text.trim().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            TokenSource::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+        }
+    }
 }
 
 /// One listener: a public port relayed to a backend group.

@@ -170,6 +170,8 @@ impl Proxy {
         ));
 
         drain.started().await;
+        // A draining node moves nobody back: its clients are about to leave anyway.
+        failback.abort();
         let started = Instant::now();
         let deadline = started + self.drain.deadline;
         self.metrics.draining().set(1);
@@ -177,7 +179,6 @@ impl Proxy {
         tokio::time::sleep_until((started + self.drain.lb_grace).min(deadline)).await;
 
         drain.set_phase(DrainPhase::Closing);
-        failback.abort();
         let _ = stop_tx.send(true);
         for accept_loop in loops {
             let _ = accept_loop.await;
