@@ -73,3 +73,53 @@ async fn clients_on_the_backup_move_back_gradually() {
     }
     relay_reaches(relay, local.mqtt, "after-failback").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A draining node moves nobody back: its clients are about to leave for other nodes anyway.
+async fn a_draining_node_moves_nobody_back() {
+    let local = start_rumqttd().await;
+    let backup = start_rumqttd().await;
+    let mut front = Forwarder::start(local.mqtt).await;
+    let sidecar = start_sidecar(&format!(
+        "{}\n[drain]\nlb_grace = \"30s\"\n",
+        relay_config(
+            &[front.addr],
+            "",
+            &format!(
+                "backup = [\"{}\"]\nfailback_rate = 50\n{}",
+                backup.mqtt,
+                fast_check("mqtt", "client_id = \"c-fd\"")
+            )
+        )
+    ));
+    let relay = sidecar.addr("mqtt");
+    sidecar
+        .until_status("/haproxy_health", 200, Duration::from_secs(10))
+        .await;
+    front.kill().await;
+    sidecar
+        .until_status("/haproxy_health", 503, Duration::from_secs(10))
+        .await;
+    let mut held = Vec::new();
+    for i in 0..5 {
+        held.push(mqtt_connect_raw(relay, &format!("fd-{i}")).await);
+    }
+    sidecar.drain.start("test");
+    front.restart().await;
+    within("local up again", async {
+        while sidecar.metric(
+            "brokerside_backend_up",
+            &[("server", &front.addr.to_string())],
+        ) != 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sidecar.metric("brokerside_failback_closed_connections_total", &[]),
+        0.0,
+        "failback moved clients off a draining node"
+    );
+}
