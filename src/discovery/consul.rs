@@ -225,21 +225,14 @@ impl Discover for ConsulSource {
     }
 }
 
-/// The ACL token, if one is configured: a file's first line, or an environment variable.
+/// The ACL token, if one is configured and not empty.
 fn read_token(source: Option<&TokenSource>) -> Result<Option<String>, DiscoveryError> {
-    let token = match source {
-        None => return Ok(None),
-        Some(TokenSource::File(path)) => std::fs::read_to_string(path)
-            .map_err(|e| DiscoveryError::Token(format!("{}: {e}", path.display())))?,
-        Some(TokenSource::Env(var)) => {
-            std::env::var(var).map_err(|_| DiscoveryError::Token(format!("${var} is not set")))?
-        }
-    };
-    let token = token.trim();
-    if token.is_empty() {
+    let Some(source) = source else {
         return Ok(None);
-    }
-    Ok(Some(token.to_string()))
+    };
+    let token = source.read().map_err(DiscoveryError::Token)?;
+    let token = token.trim();
+    Ok((!token.is_empty()).then(|| token.to_string()))
 }
 
 /// The instances in a `/v1/health/service` answer: `Service.Address` (or `Node.Address` when
