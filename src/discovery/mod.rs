@@ -32,7 +32,7 @@ pub use consul::ConsulSource;
 pub use dns::DnsSource;
 pub use naming::{SelfNode, node_name};
 pub use peers_file::{peers_json, peers_lines, write_peers_file};
-pub use refresh::Discovery;
+pub use refresh::{Discovery, spawn_source};
 pub use static_list::StaticSource;
 
 /// One discovered peer.
