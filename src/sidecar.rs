@@ -5,12 +5,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::config::{Config, TokenSource};
+use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::proxy::{BindError, Proxy, Stopped};
 use crate::shutdown::DrainControl;
-use crate::state::SidecarState;
-use crate::{admin, health};
+use crate::state::{Clustering, SidecarState};
+use crate::{admin, cluster, health};
 
 /// Backlog of the admin listener: a handful of probes and scrapes at once.
 const ADMIN_BACKLOG: u32 = 128;
@@ -29,6 +32,7 @@ pub enum StartError {
 /// A sidecar with every port bound, ready to run.
 pub struct Sidecar {
     config: Config,
+    discovery: Discovery,
     proxy: Proxy,
     admin: std::net::TcpListener,
     admin_addr: SocketAddr,
@@ -52,17 +56,23 @@ impl Sidecar {
         if drain_token.as_deref() == Some("") {
             return Err(StartError::Token("the token is empty".to_string()));
         }
+        let discovery = Discovery::new(&config.discovery, &config.node);
         let state = Arc::new(SidecarState {
             listeners: proxy.listener_views(),
             backends: proxy.backends().to_vec(),
             drain: Arc::new(DrainControl::default()),
             metrics,
-            clustering: Arc::default(),
+            // The guard fills in the rest when it runs; the node's own name is known now.
+            clustering: Arc::new(ArcSwap::from_pointee(Clustering {
+                current_node: discovery.current_node(),
+                ..Clustering::default()
+            })),
             fail_when_partitioned: config.cluster.fail_health_when_partitioned,
-            sources: Vec::new(), // WIRE: discovery sources
+            sources: discovery.sources().to_vec(),
             drain_token,
         });
         Ok(Sidecar {
+            discovery,
             config,
             proxy,
             admin,
@@ -91,17 +101,51 @@ impl Sidecar {
         self.state.metrics.clone()
     }
 
-    /// Runs until the drain has finished: health checks, admin endpoint and relay.
+    /// This node's name as discovery and the cluster guard use it.
+    pub fn current_node(&self) -> String {
+        self.discovery.current_node()
+    }
+
+    /// Runs until the drain has finished: discovery, health checks, the cluster guard, the
+    /// admin endpoint and the relay.
     pub async fn run(self) -> std::io::Result<Stopped> {
-        let checkers = health::spawn_checkers(&self.state.backends, &self.state.metrics);
+        let metrics = &self.state.metrics;
+        let mut tasks = self.discovery.spawn(metrics);
+        tasks.extend(health::spawn_checkers(&self.state.backends, metrics));
+        for backend in &self.state.backends {
+            if let Some(source) = backend
+                .peer_source
+                .as_deref()
+                .and_then(|name| self.discovery.source(name))
+            {
+                tasks.push(health::spawn_peer_sync(
+                    Arc::clone(backend),
+                    source,
+                    metrics.clone(),
+                ));
+            }
+        }
+        let guard_source = self
+            .config
+            .cluster
+            .discovery
+            .as_deref()
+            .and_then(|name| self.discovery.source(name));
+        tasks.extend(cluster::spawn_guard(
+            self.config.cluster.clone(),
+            self.discovery.current_node(),
+            guard_source,
+            Arc::clone(&self.state.clustering),
+            metrics.clone(),
+        ));
         let admin = tokio::spawn(admin::serve(
             self.admin,
             Arc::clone(&self.state),
             self.config.admin.clone(),
         ));
         let stopped = self.proxy.serve(Arc::clone(&self.state.drain)).await;
-        for checker in checkers {
-            checker.abort();
+        for task in tasks {
+            task.abort();
         }
         admin.abort();
         stopped

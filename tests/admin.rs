@@ -104,7 +104,8 @@ async fn health_json_field_by_field() {
         health["clustering"],
         json!({
             "enabled": false,
-            "current_node": "",
+            // No [node] name, advertise address or $POD_IP here: the node cannot name itself.
+            "current_node": "unknown",
             "connected_nodes": [],
             "node_count": 0,
             "expected_nodes": 0,
