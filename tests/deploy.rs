@@ -662,7 +662,8 @@ fn configmap_config() -> String {
 }
 
 /// Renders the Nomad template of the brokerside job the way Nomad would for this test:
-/// `{{ env "NOMAD_PORT_<label>" }}` becomes the static port of that label. Any other template
+/// `{{ env "NOMAD_PORT_<label>" }}` becomes the static port of that label and
+/// `{{ env "NOMAD_IP_<label>" }}` the node's address (a sample one here). Any other template
 /// action is a failure, so a new one has to be added here on purpose.
 fn nomad_brokerside_config() -> String {
     let job = job("brokerside");
@@ -681,6 +682,7 @@ fn nomad_brokerside_config() -> String {
             &format!("{{{{ env \"NOMAD_PORT_{label}\" }}}}"),
             &port.to_string(),
         );
+        rendered = rendered.replace(&format!("{{{{ env \"NOMAD_IP_{label}\" }}}}"), "10.0.0.5");
     }
     assert!(
         !rendered.contains("{{"),

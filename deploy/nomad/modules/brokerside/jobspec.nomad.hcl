@@ -77,14 +77,13 @@ job "brokerside" {
 
       template {
         destination   = "local/brokerside.toml"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
+        # A changed config restarts the task (drain first): brokerside does not reload on
+        # SIGHUP yet.
+        change_mode   = "restart"
         data          = <<-EOT
           # brokerside on an EMQX node; rendered by Nomad from the brokerside job's template block.
-          #
-          # Enabled once the admin server lands:
-          # [admin]
-          # listen = "0.0.0.0:{{ env "NOMAD_PORT_admin" }}"
+          [admin]
+          listen = "0.0.0.0:{{ env "NOMAD_PORT_admin" }}"
 
           [[listener]]
           name = "mqtt"
@@ -113,11 +112,13 @@ job "brokerside" {
           name = "broker-mqtt"
           servers = ["127.0.0.1:21883"]
           loopback_sources = "auto"
-          # Enabled once health checks and discovery land:
-          # peers = "emqx"
-          # peer_port = 1883
-          # [backend.check]
-          # kind = "mqtt"
+          # While the local EMQX is down, clients go to the other nodes' EMQX directly: the
+          # Consul service "emqx" is registered on its MQTT port (21883), which SRV carries.
+          peers = "emqx"
+          [backend.check]
+          kind = "mqtt"
+          interval = "2s"
+          timeout = "1s"
 
           [[backend]]
           name = "broker-mqtts"
@@ -131,19 +132,26 @@ job "brokerside" {
           name = "broker-wss"
           servers = ["127.0.0.1:28084"]
 
-          # Enabled once discovery lands: the other EMQX nodes through Consul DNS.
-          # [[discovery]]
-          # name = "emqx"
-          # kind = "dns"
-          # record = "a"
-          # query = "emqx.service.consul"
-          # nameservers = ["127.0.0.1:8600"]
-          # node_name = "emqx@{ip}"
+          # This node, as EMQX names it.
+          [node]
+          advertise = "{{ env "NOMAD_IP_admin" }}"
 
-          # Enabled once the cluster guard lands:
-          # [cluster]
-          # members = "emqx"
-          # url = "http://127.0.0.1:18083/api/v5/nodes"
+          # The other EMQX nodes through the local Consul agent's DNS.
+          [[discovery]]
+          name = "emqx"
+          kind = "dns"
+          record = "srv"
+          query = "emqx.service.consul"
+          nameservers = ["127.0.0.1:8600"]
+          node_name = "emqx@{ip}"
+
+          # The cluster guard: 503 while this EMQX sees fewer than a quorum of the nodes.
+          [cluster]
+          members = "emqx"
+          url = "http://127.0.0.1:18083/api/v5/nodes"
+          discovery = "emqx"
+          username_env = "EMQX_API_KEY"
+          password_env = "EMQX_API_SECRET"
 
           [drain]
           deadline = "120s"
