@@ -120,6 +120,7 @@ fn run(config: Config) -> ExitCode {
         };
         tracing::info!(admin = %sidecar.admin_addr(), version = env!("CARGO_PKG_VERSION"), "brokerside started");
         let drain = sidecar.drain();
+        tokio::spawn(ignore_sighup());
         tokio::spawn(async move {
             let why = brokerside::shutdown::signal().await;
             drain.start(why);
@@ -142,4 +143,19 @@ fn run(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+/// SIGHUP would end the process by default; a config reload is not implemented yet, so it is
+/// logged and otherwise ignored (a supervisor that sends it on a config change keeps a running
+/// sidecar; restart to apply the change).
+async fn ignore_sighup() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::warn!(
+            "SIGHUP received: config reload is not implemented yet; restart to apply a new config"
+        );
+    }
 }

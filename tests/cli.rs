@@ -5,6 +5,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Every config here puts the admin endpoint on a free loopback port, so tests never contend
+/// for 8080.
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
 fn brokerside() -> Command {
     Command::new(env!("CARGO_BIN_EXE_brokerside"))
 }
@@ -41,7 +45,7 @@ fn a_port_in_use_names_the_listener_and_address() {
     let config = write_config(
         "in-use",
         &format!(
-            "[[listener]]\nname = \"mqtt\"\nlisten = \"{addr}\"\nbackend = \"b\"\n\
+            "{ADMIN}[[listener]]\nname = \"mqtt\"\nlisten = \"{addr}\"\nbackend = \"b\"\n\
              [[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:1\"]\n"
         ),
     );
@@ -88,7 +92,7 @@ fn sigterm_closes_the_listeners_and_exits_0_with_json_logs() {
     let config = write_config(
         "sigterm",
         &format!(
-            "[[listener]]\nname = \"mqtt\"\nlisten = \"{listen}\"\nbackend = \"b\"\n\
+            "{ADMIN}[[listener]]\nname = \"mqtt\"\nlisten = \"{listen}\"\nbackend = \"b\"\n\
              [[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:1\"]\n[drain]\nlb_grace = \"0s\"\ndeadline = \"5s\"\n"
         ),
     );
@@ -106,7 +110,14 @@ fn sigterm_closes_the_listeners_and_exits_0_with_json_logs() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // SIGHUP (a supervisor's "config changed") must not end the process.
     // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(child.try_wait().expect("wait").is_none(), "SIGHUP ended the process");
+    assert!(TcpStream::connect(listen).is_ok(), "not listening after SIGHUP");
+    // SAFETY: as above.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
     let stderr = child.stderr.take().expect("piped");
@@ -127,4 +138,5 @@ fn sigterm_closes_the_listeners_and_exits_0_with_json_logs() {
     assert!(messages.contains(&"listening"), "{messages:?}");
     assert!(messages.contains(&"SIGTERM received"), "{messages:?}");
     assert!(messages.contains(&"stopped"), "{messages:?}");
+    assert!(messages.iter().any(|m| m.starts_with("SIGHUP received")), "{messages:?}");
 }
