@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod health;
+pub mod http_get;
 pub mod metrics;
 pub mod proxy;
 pub mod shutdown;

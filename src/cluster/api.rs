@@ -2,20 +2,17 @@
 //! `GET /api/nodes`, plain HTTP/1.1 on the local management port, basic auth, one connection
 //! per ask. Credentials are read at each ask so that a rotated API secret needs no reload.
 
-use std::error::Error as _;
-use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper::header::{ACCEPT, AUTHORIZATION, CONNECTION, HOST, USER_AGENT};
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use hyper::{StatusCode, Uri};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
 use super::quorum::Member;
 use crate::config::{ClusterConfig, ClusterMembers, TokenSource, format_duration};
+use crate::http_get;
 
 /// Most body bytes read: a node list is a few KiB per node, and a server that streams without
 /// end must not make the guard buffer without end.
@@ -157,72 +154,24 @@ async fn get(url: &str, authorization: Option<String>) -> Result<Bytes, ApiError
             addr: authority.to_string(),
             reason: e.to_string(),
         })?;
-    let mut request = Request::get(path)
-        .header(HOST, authority.as_str())
-        .header(ACCEPT, "application/json")
-        .header(CONNECTION, "close")
-        .header(
-            USER_AGENT,
-            concat!("brokerside/", env!("CARGO_PKG_VERSION")),
-        );
+    let mut headers = vec![(ACCEPT, HeaderValue::from_static("application/json"))];
     if let Some(value) = authorization {
-        request = request.header(AUTHORIZATION, value);
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| ApiError::Credentials("credentials that cannot go in a header".into()))?;
+        headers.push((AUTHORIZATION, value));
     }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| bad_url(&e.to_string()))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let answer = http_get::get(stream, authority.as_str(), path, &headers, MAX_BODY)
         .await
-        .map_err(|e| ApiError::Http(reason(&e)))?;
-
-    let exchange = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| ApiError::Http(reason(&e)))?;
-        if response.status() != StatusCode::OK {
-            return Err(ApiError::Status {
-                status: response.status().as_u16(),
-            });
-        }
-        Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map(|collected| collected.to_bytes())
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    ApiError::Malformed(format!("longer than {MAX_BODY} bytes"))
-                } else if let Some(e) = e.downcast_ref::<hyper::Error>() {
-                    ApiError::Http(format!("body: {}", reason(e)))
-                } else {
-                    ApiError::Http(format!("body: {e}"))
-                }
-            })
-    };
-    // The connection future does the socket I/O for `exchange` and is polled alongside it in
-    // this task, so that the caller's timeout drops both. When it ends first, the exchange
-    // learns it through its own futures, which give the better error.
-    let drive = async {
-        let _ = connection.await;
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        result = exchange => result,
-        () = drive => Err(ApiError::Http("connection ended".to_string())),
+        .map_err(|e| ApiError::Http(e.0))?;
+    if answer.status != StatusCode::OK {
+        return Err(ApiError::Status {
+            status: answer.status.as_u16(),
+        });
     }
-}
-
-/// A hyper error in a few words.
-fn reason(error: &hyper::Error) -> String {
-    if let Some(io) = error.source().and_then(|s| s.downcast_ref::<io::Error>()) {
-        io.to_string()
-    } else if error.is_incomplete_message() {
-        "connection closed before the response".into()
-    } else if error.is_parse() {
-        "malformed response".into()
-    } else {
-        error.to_string()
+    if answer.truncated {
+        return Err(ApiError::Malformed(format!("longer than {MAX_BODY} bytes")));
     }
+    Ok(answer.body)
 }
 
 /// One entry of EMQX's `/api/v5/nodes`; other fields are ignored.

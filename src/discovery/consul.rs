@@ -13,14 +13,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
+use hyper::header::{ACCEPT, HeaderName, HeaderValue};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Discover, Discovered, DiscoveryError, Found};
 use crate::config::{ConsulDiscovery, TokenSource};
+use crate::http_get;
 
 /// The largest answer read: a few thousand instances fit easily.
 pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
@@ -117,57 +117,43 @@ impl ConsulSource {
             .await
             .map_err(|e| self.error(e))?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.error(e))?;
-        let driver = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "Consul connection ended");
-            }
-        });
-        let mut request = Request::get(self.path())
-            .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::ACCEPT, "application/json");
+        let mut headers = vec![(ACCEPT, HeaderValue::from_static("application/json"))];
         if let Some(token) = token {
-            request = request.header("X-Consul-Token", token);
+            let token = HeaderValue::from_str(&token)
+                .map_err(|_| DiscoveryError::Token("the token cannot go in a header".into()))?;
+            headers.push((HeaderName::from_static("x-consul-token"), token));
         }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| self.error(e))?;
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| self.error(e))?;
-            let status = response.status();
-            let index = response
-                .headers()
-                .get("X-Consul-Index")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| DiscoveryError::Response {
-                    url: self.url.clone(),
-                    reason: format!("reading the answer: {e}"),
-                })?
-                .to_bytes();
-            if status != StatusCode::OK {
-                return Err(DiscoveryError::Status {
-                    url: self.url.clone(),
-                    status: status.as_u16(),
-                });
-            }
-            let index = index.ok_or_else(|| DiscoveryError::Response {
+        let answer = http_get::get(
+            stream,
+            &self.authority,
+            &self.path(),
+            &headers,
+            MAX_RESPONSE_BYTES,
+        )
+        .await
+        .map_err(|e| self.error(e))?;
+        if answer.truncated {
+            return Err(DiscoveryError::Response {
+                url: self.url.clone(),
+                reason: format!("reading the answer: longer than {MAX_RESPONSE_BYTES} bytes"),
+            });
+        }
+        if answer.status != StatusCode::OK {
+            return Err(DiscoveryError::Status {
+                url: self.url.clone(),
+                status: answer.status.as_u16(),
+            });
+        }
+        let index = answer
+            .headers
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| DiscoveryError::Response {
                 url: self.url.clone(),
                 reason: "no X-Consul-Index header".into(),
             })?;
-            Ok((index, body))
-        }
-        .await;
-        driver.abort();
-        result
+        Ok((index, answer.body))
     }
 
     /// The deadline of one blocking query.

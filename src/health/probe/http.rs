@@ -1,18 +1,11 @@
 //! The `http` probe: GET a path, expect a status and optionally a substring of the body (EMQX
 //! `GET /api/v5/status` answers 200 with "... is running").
 
-use std::error::Error as _;
-use std::io;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper::header::{CONNECTION, HOST, USER_AGENT};
-use hyper_util::rt::TokioIo;
-
-use super::{ProbeError, Step, describe, failed, tcp};
+use super::{ProbeError, Step, failed, tcp};
 use crate::config::{HttpCheck, ProxyProtocol};
+use crate::http_get;
 
 const PROBE: &str = "http";
 
@@ -38,65 +31,21 @@ pub(super) async fn probe(
     let stream = tcp::connect(target, proxy, step).await?;
 
     step.at("waiting for the HTTP response");
-    let request = Request::get(check.path.as_str())
-        .header(HOST, target.to_string())
-        .header(CONNECTION, "close")
-        .header(
-            USER_AGENT,
-            concat!("brokerside/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::<Bytes>::new())
-        .map_err(|_| failed(PROBE, format!("cannot request path {:?}", check.path)))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let answer = http_get::get(stream, &target.to_string(), &check.path, &[], MAX_BODY)
         .await
-        .map_err(|e| failed(PROBE, reason(&e)))?;
-
-    let exchange = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| failed(PROBE, reason(&e)))?;
-        let status = response.status().as_u16();
-        if status != check.expect_status {
-            return Err(failed(
-                PROBE,
-                format!("status {status}, expected {}", check.expect_status),
-            ));
-        }
-        let Some(expected) = &check.expect_body else {
-            return Ok(());
-        };
-        step.at("reading the HTTP body");
-        let mut body = response.into_body();
-        let mut seen: Vec<u8> = Vec::new();
-        while seen.len() < MAX_BODY && !contains(&seen, expected.as_bytes()) {
-            match body.frame().await {
-                None => break,
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        let room = MAX_BODY - seen.len();
-                        seen.extend_from_slice(&data[..data.len().min(room)]);
-                    }
-                }
-                Some(Err(e)) => return Err(failed(PROBE, format!("body: {}", reason(&e)))),
-            }
-        }
-        if contains(&seen, expected.as_bytes()) {
-            Ok(())
-        } else {
+        .map_err(|e| failed(PROBE, e.0))?;
+    let status = answer.status.as_u16();
+    if status != check.expect_status {
+        return Err(failed(
+            PROBE,
+            format!("status {status}, expected {}", check.expect_status),
+        ));
+    }
+    match &check.expect_body {
+        Some(expected) if !contains(&answer.body, expected.as_bytes()) => {
             Err(failed(PROBE, format!("body lacks {expected:?}")))
         }
-    };
-    // The connection future does the socket I/O for `exchange` and must be polled alongside
-    // it, in this task, so that a timeout drops both. When it ends (or fails) first, the
-    // exchange learns it through its own futures, which give the better error.
-    let drive = async {
-        let _ = connection.await;
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        result = exchange => result,
-        () = drive => Err(failed(PROBE, "connection ended")),
+        _ => Ok(()),
     }
 }
 
@@ -105,19 +54,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         || haystack
             .windows(needle.len())
             .any(|window| window == needle)
-}
-
-/// A hyper error in the words of `/haproxy_health`.
-fn reason(error: &hyper::Error) -> String {
-    if let Some(io) = error.source().and_then(|s| s.downcast_ref::<io::Error>()) {
-        describe(io)
-    } else if error.is_incomplete_message() {
-        "connection closed before the response".into()
-    } else if error.is_parse() {
-        "malformed response".into()
-    } else {
-        error.to_string()
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ mod http;
 mod mqtt;
 mod tcp;
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -103,33 +102,14 @@ fn failed(probe: &'static str, reason: impl Into<String>) -> ProbeError {
     }
 }
 
-/// An I/O error in the words of `/haproxy_health`: `connection refused`, not
-/// `Connection refused (os error 111)`.
-fn describe(error: &io::Error) -> String {
-    use io::ErrorKind as Kind;
-    let words = match error.kind() {
-        Kind::ConnectionRefused => "connection refused",
-        Kind::ConnectionReset => "connection reset",
-        Kind::ConnectionAborted => "connection aborted",
-        Kind::UnexpectedEof | Kind::BrokenPipe => "connection closed",
-        Kind::TimedOut => "timed out",
-        Kind::HostUnreachable => "host unreachable",
-        Kind::NetworkUnreachable => "network unreachable",
-        Kind::AddrNotAvailable => "address not available",
-        _ => {
-            let text = error.to_string();
-            let end = text.find(" (os error").unwrap_or(text.len());
-            return text[..end].to_lowercase();
-        }
-    };
-    words.to_string()
-}
+use crate::http_get::describe_io as describe;
 
 #[cfg(test)]
 mod tests {
     //! Peers shared by the probe tests of every kind: a listener that records what it receives
     //! and answers with fixed bytes.
 
+    use std::io;
     use std::net::SocketAddr;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
