@@ -4,10 +4,14 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod consul_server;
+pub mod dns_server;
+pub mod emqx_api;
 pub mod forwarder;
 pub mod http;
 pub mod mqtt;
 pub mod observe;
+pub mod peers;
 pub mod raw_mqtt;
 pub mod sidecar;
 
