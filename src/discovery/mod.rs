@@ -15,9 +15,13 @@ mod naming;
 mod peers_file;
 mod refresh;
 mod static_list;
+// The in-process DNS and Consul servers that the unit tests here and the integration tests use:
+// one copy each, under tests/support.
 #[cfg(test)]
+#[path = "../../tests/support/consul_server.rs"]
 mod test_consul;
 #[cfg(test)]
+#[path = "../../tests/support/dns_server.rs"]
 mod test_dns;
 
 use std::future::Future;

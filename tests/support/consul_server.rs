@@ -4,9 +4,8 @@
 //! `X-Consul-Index`. Instances join and leave, the index can be forced (backwards too), and the
 //! server can answer errors; it records every request it gets.
 //!
-//! The same server as the crate's own `src/discovery/test_consul.rs` (integration tests cannot
-//! reach `#[cfg(test)]` items). Self-contained on purpose, so the unit tests could include this
-//! file with `#[path]` and one copy would serve both.
+//! The crate's unit tests include this file too (`src/discovery/mod.rs`, with `#[path]`), so
+//! it stays self-contained.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -4,10 +4,9 @@
 //! answer for a known name without the asked type, and modes that answer SERVFAIL or set TC on
 //! UDP answers. It counts the queries it gets by type and transport.
 //!
-//! The same server as the crate's own `src/discovery/test_dns.rs` (integration tests cannot
-//! reach `#[cfg(test)]` items). Self-contained on purpose: it needs only hickory-server (a
-//! dev-dependency) and nothing else from `tests/support`, so the unit tests could include this
-//! file with `#[path]` and one copy would serve both.
+//! The crate's unit tests include this file too (`src/discovery/mod.rs`, with `#[path]`), so
+//! it stays self-contained: it needs only hickory-server (a dev-dependency) and nothing else
+//! from `tests/support`.
 
 use std::collections::HashMap;
 use std::future::Future;
