@@ -115,8 +115,14 @@ fn sigterm_closes_the_listeners_and_exits_0_with_json_logs() {
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
     assert_eq!(rc, 0);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(child.try_wait().expect("wait").is_none(), "SIGHUP ended the process");
-    assert!(TcpStream::connect(listen).is_ok(), "not listening after SIGHUP");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "SIGHUP ended the process"
+    );
+    assert!(
+        TcpStream::connect(listen).is_ok(),
+        "not listening after SIGHUP"
+    );
     // SAFETY: as above.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
@@ -138,5 +144,8 @@ fn sigterm_closes_the_listeners_and_exits_0_with_json_logs() {
     assert!(messages.contains(&"listening"), "{messages:?}");
     assert!(messages.contains(&"SIGTERM received"), "{messages:?}");
     assert!(messages.contains(&"stopped"), "{messages:?}");
-    assert!(messages.iter().any(|m| m.starts_with("SIGHUP received")), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m.starts_with("SIGHUP received")),
+        "{messages:?}"
+    );
 }
