@@ -1,0 +1,721 @@
+//! brokerside side by side with HAProxy (as shipped and with splice), NGINX stream and no proxy at
+//! all, on one machine in one run (issue 5): bulk throughput and proxy CPU per GB (iperf3), new
+//! connections per second and proxy CPU per connection (a one-byte backend in this process), RSS
+//! at start and per idle MQTT connection, and MQTT publish→subscribe round trips (mosquitto).
+//!
+//! Each proxy is a child process on a loopback port with a config generated into a temporary
+//! directory, started afresh for every measurement. Rounds rotate the order of the targets, each
+//! figure waits for a quiet machine first, and every figure is also a ratio to direct in the same
+//! round. Writes a Markdown table, CSVs and a PNG chart to benches/results/. Run it through
+//! `benches/compare.sh`, which installs what it needs; see benches/README.md.
+//!
+//! `cargo bench --bench compare -- [--smoke] [--rounds N] [--seconds S] ...`
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+#[path = "loadgen/bulk.rs"]
+mod bulk;
+#[path = "loadgen/chart.rs"]
+mod chart;
+#[path = "loadgen/connrate.rs"]
+mod connrate;
+#[path = "loadgen/idle.rs"]
+mod idle;
+#[path = "loadgen/mqtt.rs"]
+mod mqtt;
+#[path = "loadgen/procs.rs"]
+mod procs;
+#[path = "loadgen/report.rs"]
+mod report;
+#[path = "loadgen/targets.rs"]
+mod targets;
+#[path = "loadgen/text.rs"]
+mod text;
+
+use procs::{Scratch, free_port, load_average};
+use report::{Figure, Results};
+use targets::Target;
+
+/// Idle MQTT connections held by default: 9,000 costs the proxy 18,000 fds under this machine's
+/// cap of 20,000 open files per process.
+const DEFAULT_CONNECTIONS: usize = 9_000;
+/// Idle connections being opened at once.
+const IDLE_CONCURRENCY: usize = 200;
+/// Clients connecting at once for the connection-rate figure.
+const DEFAULT_CONN_CONCURRENCY: usize = 64;
+/// Round trips timed per target.
+const DEFAULT_SAMPLES: usize = 5_000;
+/// MQTT payload of each timed message.
+const PAYLOAD: usize = 64;
+/// The 1-minute load under which the machine counts as quiet.
+const DEFAULT_QUIET_LOAD: f64 = 0.7;
+/// How long to wait for a quiet machine before measuring anyway.
+const DEFAULT_QUIET_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two targets' measurements, so sockets and CPU settle.
+const PAUSE: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("compare: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if options.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let outcome = procs::run_until_interrupted(run(&options));
+    match outcome {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!("compare: {failed} measurement(s) failed; see the notes above");
+            ExitCode::FAILURE
+        }
+        Err(message) => {
+            eprintln!("compare: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo bench --bench compare -- [OPTIONS]   (or benches/compare.sh)
+
+  --smoke              1 round, 1 s per timed figure, 200 idle connections, 500 round trips
+  --rounds N           rounds, the order of targets rotated each time (default 3)
+  --seconds S          length of each timed figure: bulk, connections/s (default 5)
+  --connections N      idle MQTT connections for the RSS figure (default 9000)
+  --concurrency C      clients connecting at once for connections/s (default 64)
+  --samples N          MQTT round trips timed per target (default 5000)
+  --targets LIST       comma-separated among haproxy,haproxy-splice,nginx,brokerside (direct is
+                       always measured: every ratio needs it)
+  --figures LIST       comma-separated among bulk (= bulk1,bulk8),bulk1,bulk8,conn,idle,rtt
+                       (default all)
+  --quiet-load L       1-minute load under which the machine counts as quiet (default 0.7)
+  --quiet-timeout S    longest wait for a quiet machine before each figure (default 60)
+  --out DIR            where the table, CSVs and chart go (default benches/results)
+
+  BROKERSIDE_BIN, HAPROXY_BIN, NGINX_BIN, MOSQUITTO_BIN, IPERF3_BIN override the programs.";
+
+/// What the command line asked for.
+struct Options {
+    smoke: bool,
+    rounds: usize,
+    seconds: u64,
+    connections: usize,
+    concurrency: usize,
+    samples: usize,
+    targets: Vec<Target>,
+    steps: Vec<Step>,
+    quiet_load: f64,
+    quiet_timeout: Duration,
+    out: PathBuf,
+    help: bool,
+}
+
+impl Options {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+        let mut options = Options {
+            smoke: false,
+            rounds: 3,
+            seconds: 5,
+            connections: DEFAULT_CONNECTIONS,
+            concurrency: DEFAULT_CONN_CONCURRENCY,
+            samples: DEFAULT_SAMPLES,
+            targets: Target::ALL.to_vec(),
+            steps: Step::ALL.to_vec(),
+            quiet_load: DEFAULT_QUIET_LOAD,
+            quiet_timeout: DEFAULT_QUIET_TIMEOUT,
+            out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results")),
+            help: false,
+        };
+        fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
+            let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+            value
+                .parse()
+                .map_err(|_| format!("{flag}: {value:?} is not a number"))
+        }
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--smoke" => {
+                    options.smoke = true;
+                    options.rounds = 1;
+                    options.seconds = 1;
+                    options.connections = 200;
+                    options.samples = 500;
+                    options.quiet_timeout = Duration::from_secs(5);
+                }
+                "--rounds" => options.rounds = number(&arg, args.next())?,
+                "--seconds" => options.seconds = number(&arg, args.next())?,
+                "--connections" => options.connections = number(&arg, args.next())?,
+                "--concurrency" => options.concurrency = number(&arg, args.next())?,
+                "--samples" => options.samples = number(&arg, args.next())?,
+                "--quiet-load" => options.quiet_load = number(&arg, args.next())?,
+                "--quiet-timeout" => {
+                    options.quiet_timeout = Duration::from_secs(number(&arg, args.next())?);
+                }
+                "--targets" => {
+                    let list = args.next().ok_or("--targets needs a list")?;
+                    options.targets = parse_targets(&list)?;
+                }
+                "--figures" => {
+                    let list = args.next().ok_or("--figures needs a list")?;
+                    options.steps = list
+                        .split(',')
+                        .map(Step::parse)
+                        .collect::<Result<Vec<_>, _>>()?
+                        .concat();
+                }
+                "--out" => options.out = PathBuf::from(args.next().ok_or("--out needs a dir")?),
+                // `cargo bench` appends --bench to a harness = false target.
+                "--bench" => {}
+                "-h" | "--help" => options.help = true,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if options.rounds == 0 || options.seconds == 0 || options.concurrency == 0 {
+            return Err("--rounds, --seconds and --concurrency must be positive".into());
+        }
+        if options.connections < 2 || options.samples < 2 {
+            return Err("--connections and --samples must be at least 2".into());
+        }
+        Ok(options)
+    }
+}
+
+fn parse_targets(list: &str) -> Result<Vec<Target>, String> {
+    let mut targets = vec![Target::Direct];
+    for name in list.split(',') {
+        let target = match name.trim() {
+            "direct" => continue,
+            "haproxy" => Target::Haproxy,
+            "haproxy-splice" => Target::HaproxySplice,
+            "nginx" => Target::Nginx,
+            "brokerside" => Target::Brokerside,
+            other => return Err(format!("--targets: unknown target {other:?}")),
+        };
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    // Keep the table's column order whatever order the list had.
+    targets.sort_by_key(|t| Target::ALL.iter().position(|a| a == t));
+    Ok(targets)
+}
+
+/// One measurement run for every target in turn; a step yields one or two figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Bulk1,
+    Bulk8,
+    Conn,
+    Idle,
+    Rtt,
+}
+
+impl Step {
+    const ALL: [Step; 5] = [Step::Bulk1, Step::Bulk8, Step::Conn, Step::Idle, Step::Rtt];
+
+    fn parse(name: &str) -> Result<Vec<Step>, String> {
+        match name.trim() {
+            "bulk" => Ok(vec![Step::Bulk1, Step::Bulk8]),
+            "bulk1" => Ok(vec![Step::Bulk1]),
+            "bulk8" => Ok(vec![Step::Bulk8]),
+            "conn" => Ok(vec![Step::Conn]),
+            "idle" => Ok(vec![Step::Idle]),
+            "rtt" => Ok(vec![Step::Rtt]),
+            other => Err(format!(
+                "--figures: unknown figure {other:?} (bulk, bulk1, bulk8, conn, idle, rtt)"
+            )),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Step::Bulk1 => "bulk, 1 stream",
+            Step::Bulk8 => "bulk, 8 streams",
+            Step::Conn => "new connections/s",
+            Step::Idle => "idle MQTT connections",
+            Step::Rtt => "MQTT round trips",
+        }
+    }
+}
+
+/// Runs every round and writes the report; returns how many measurements failed.
+async fn run(options: &Options) -> Result<usize, String> {
+    if options.steps.contains(&Step::Idle) {
+        procs::check_fd_limit(options.connections, "benches/compare.sh")?;
+    }
+    let scratch = Scratch::new("compare")?;
+    let started = Instant::now();
+    let mut results = Results::default();
+    let mut failed = 0;
+    // Proxy CPU and bytes over both bulk runs, per round and target: CPU per GB.
+    let mut bulk_totals: HashMap<(usize, Target), (f64, f64)> = HashMap::new();
+
+    for round in 0..options.rounds {
+        let order = rotated(&options.targets, round);
+        for &step in &options.steps {
+            eprintln!(
+                "\n== round {}/{} · {} · order: {}",
+                round + 1,
+                options.rounds,
+                step.label(),
+                order
+                    .iter()
+                    .map(|t| t.label())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let load = wait_quiet(options, &mut results, round, step).await;
+            for &target in &order {
+                if step == Step::Idle && target == Target::Direct {
+                    continue;
+                }
+                let measured = measure(options, &scratch, step, target).await;
+                match measured {
+                    Ok(measured) => {
+                        for (figure, value) in &measured.figures {
+                            results.add(round, *figure, target, *value, load);
+                        }
+                        if let Some(cpu_bytes) = measured.bulk {
+                            let total = bulk_totals.entry((round, target)).or_default();
+                            total.0 += cpu_bytes.0;
+                            total.1 += cpu_bytes.1;
+                        }
+                        if let Some(note) = measured.note {
+                            results.notes.push(format!(
+                                "round {}, {}, {}: {note}",
+                                round + 1,
+                                step.label(),
+                                target.label()
+                            ));
+                        }
+                        eprintln!("   {:<15} {}", target.label(), measured.line);
+                    }
+                    Err(error) => {
+                        failed += 1;
+                        eprintln!("   {:<15} FAILED: {error}", target.label());
+                        results.notes.push(format!(
+                            "round {}, {}, {}: failed: {}",
+                            round + 1,
+                            step.label(),
+                            target.label(),
+                            error.split_whitespace().collect::<Vec<_>>().join(" ")
+                        ));
+                    }
+                }
+                tokio::time::sleep(if options.smoke { PAUSE / 5 } else { PAUSE }).await;
+            }
+        }
+        for &target in &options.targets {
+            if let Some(&(cpu, bytes)) = bulk_totals.get(&(round, target))
+                && bytes > 0.0
+            {
+                let load = load_average().unwrap_or(0.0);
+                results.add(round, Figure::CpuPerGb, target, cpu / (bytes / 1e9), load);
+            }
+        }
+    }
+
+    let text = write_report(options, &results, started.elapsed())?;
+    println!("{text}");
+    Ok(failed)
+}
+
+/// The targets in the order of round `round`: the list rotated by one more each round, so that
+/// no target always runs first (on a cold cache) or last.
+fn rotated(targets: &[Target], round: usize) -> Vec<Target> {
+    let mut order = targets.to_vec();
+    let len = order.len();
+    order.rotate_left(round % len);
+    order
+}
+
+/// Waits until the 1-minute load is under the threshold, or the timeout; returns the load.
+async fn wait_quiet(options: &Options, results: &mut Results, round: usize, step: Step) -> f64 {
+    let started = Instant::now();
+    let mut load = load_average().unwrap_or(0.0);
+    if load < options.quiet_load {
+        return load;
+    }
+    eprintln!(
+        "   waiting for a quiet machine: 1-minute load {load:.2} ≥ {:.2} (at most {} s)",
+        options.quiet_load,
+        options.quiet_timeout.as_secs()
+    );
+    while started.elapsed() < options.quiet_timeout {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        load = load_average().unwrap_or(0.0);
+        if load < options.quiet_load {
+            eprintln!(
+                "   quiet after {:.0} s (load {load:.2})",
+                started.elapsed().as_secs_f64()
+            );
+            return load;
+        }
+    }
+    eprintln!(
+        "   still loaded after {} s (load {load:.2}): measuring anyway",
+        options.quiet_timeout.as_secs()
+    );
+    results.notes.push(format!(
+        "round {}, {}: the machine was not quiet after {} s; measured at 1-minute load {load:.2}",
+        round + 1,
+        step.label(),
+        options.quiet_timeout.as_secs()
+    ));
+    load
+}
+
+/// What one step measured for one target.
+struct Measured {
+    figures: Vec<(Figure, f64)>,
+    /// Proxy CPU seconds and bytes moved, for CPU per GB.
+    bulk: Option<(f64, f64)>,
+    /// The progress line.
+    line: String,
+    /// Something the report should mention.
+    note: Option<String>,
+}
+
+async fn measure(
+    options: &Options,
+    scratch: &Scratch,
+    step: Step,
+    target: Target,
+) -> Result<Measured, String> {
+    match step {
+        Step::Bulk1 | Step::Bulk8 => {
+            let (streams, figure) = if step == Step::Bulk1 {
+                (1, Figure::Bulk1)
+            } else {
+                (8, Figure::Bulk8)
+            };
+            let run = bulk::run(scratch, target, streams, options.seconds).await?;
+            let gbits = run.bits_per_second / 1e9;
+            let cpu = run.proxy_cpu.map(|cpu| cpu.as_secs_f64());
+            Ok(Measured {
+                figures: vec![(figure, gbits)],
+                bulk: cpu.map(|cpu| (cpu, run.bytes)),
+                line: match cpu {
+                    Some(cpu) => format!(
+                        "{gbits:.2} Gbit/s, proxy CPU {cpu:.2} s for {:.1} GB",
+                        run.bytes / 1e9
+                    ),
+                    None => format!("{gbits:.2} Gbit/s"),
+                },
+                note: None,
+            })
+        }
+        Step::Conn => {
+            let duration = Duration::from_secs(options.seconds);
+            let run = connrate::run(scratch, target, options.concurrency, duration).await?;
+            let mut figures = vec![(Figure::ConnRate, run.per_second)];
+            let per_conn = run
+                .proxy_cpu
+                .map(|cpu| cpu.as_secs_f64() * 1e6 / run.completed as f64);
+            if let Some(us) = per_conn {
+                figures.push((Figure::CpuPerConn, us));
+            }
+            let note = (run.failed > 0).then(|| {
+                format!(
+                    "{} of {} connections failed (first: {})",
+                    run.failed,
+                    run.failed + run.completed,
+                    run.first_error.as_deref().unwrap_or("?")
+                )
+            });
+            Ok(Measured {
+                figures,
+                bulk: None,
+                line: format!(
+                    "{} conn/s{}{}",
+                    text::thousands(run.per_second.round() as u64),
+                    per_conn
+                        .map(|us| format!(", proxy CPU {us:.1} µs per connection"))
+                        .unwrap_or_default(),
+                    if run.failed > 0 {
+                        format!(", {} failed", run.failed)
+                    } else {
+                        String::new()
+                    }
+                ),
+                note,
+            })
+        }
+        Step::Idle => idle_rss(options, scratch, target).await,
+        Step::Rtt => round_trips(options, scratch, target).await,
+    }
+}
+
+/// RSS at start and per idle MQTT connection, through `target` to a fresh mosquitto.
+async fn idle_rss(
+    options: &Options,
+    scratch: &Scratch,
+    target: Target,
+) -> Result<Measured, String> {
+    let broker_port = free_port()?;
+    let broker = targets::start_broker(scratch, broker_port)?;
+    let path = targets::start(target, scratch, broker_port)?;
+    let proxy = path.proxy.as_ref().ok_or("idle RSS needs a proxy")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
+    let ladder = idle::climb(proxy, &broker, addr, options.connections, IDLE_CONCURRENCY).await?;
+    let per_conn_kib = ladder.proxy_per_connection() / 1024.0;
+    let start_mb = ladder.at_start.proxy as f64 * 1024.0 / 1e6;
+    let processes = proxy.family().len();
+    Ok(Measured {
+        figures: vec![
+            (Figure::RssPerIdle, per_conn_kib),
+            (Figure::RssAtStart, start_mb),
+        ],
+        bulk: None,
+        line: format!(
+            "RSS at start {start_mb:.1} MB, {per_conn_kib:.2} KiB per idle connection \
+             (second half {:.2} KiB; {} opened in {:.1} s{})",
+            ladder.proxy_per_connection_second_half() / 1024.0,
+            text::thousands(ladder.n as u64),
+            ladder.opening.as_secs_f64(),
+            if processes > 1 {
+                format!("; {processes} processes summed")
+            } else {
+                String::new()
+            }
+        ),
+        note: None,
+    })
+}
+
+/// Publish→subscribe round trips through `target` to a fresh mosquitto, one in flight.
+async fn round_trips(
+    options: &Options,
+    scratch: &Scratch,
+    target: Target,
+) -> Result<Measured, String> {
+    let broker_port = free_port()?;
+    let _broker = targets::start_broker(scratch, broker_port)?;
+    let path = targets::start(target, scratch, broker_port)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
+    let samples = options.samples;
+    // Blocking sockets on a thread of their own: no runtime between the socket and the clock.
+    let timed = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>, String> {
+        let mut pair =
+            mqtt::RoundTrip::connect(addr, PAYLOAD).map_err(|error| error.to_string())?;
+        // Warm-up: caches, the broker's subscription lookup, TCP windows.
+        for _ in 0..(samples / 10).max(10) {
+            pair.once().map_err(|error| error.to_string())?;
+        }
+        (0..samples)
+            .map(|_| pair.once().map_err(|error| error.to_string()))
+            .collect()
+    })
+    .await
+    .map_err(|error| format!("the round-trip thread failed: {error}"))??;
+    if let Some(proxy) = &path.proxy {
+        proxy.check_running()?;
+    }
+    let mut micros: Vec<f64> = timed.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    micros.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&micros, 0.50), percentile(&micros, 0.99));
+    Ok(Measured {
+        figures: vec![(Figure::RttP50, p50), (Figure::RttP99, p99)],
+        bulk: None,
+        line: format!(
+            "p50 {p50:.1} µs, p99 {p99:.1} µs over {} round trips",
+            micros.len()
+        ),
+        note: None,
+    })
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+/// Writes the Markdown table, CSVs and chart; returns the Markdown.
+fn write_report(options: &Options, results: &Results, took: Duration) -> Result<String, String> {
+    std::fs::create_dir_all(&options.out)
+        .map_err(|error| format!("cannot create {}: {error}", options.out.display()))?;
+    let stem = if options.smoke {
+        "compare-smoke"
+    } else {
+        "compare"
+    };
+    let file = |ext: &str| options.out.join(format!("{stem}{ext}"));
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))
+    };
+
+    let title = format!(
+        "brokerside vs HAProxy vs NGINX vs direct ({} round{}{})",
+        options.rounds,
+        if options.rounds == 1 { "" } else { "s" },
+        if options.smoke { ", smoke" } else { "" }
+    );
+    let chart_path = file(".png");
+    let chart_line = match chart::draw(results, &options.targets, &title, &chart_path) {
+        Ok(()) => format!("Chart: `{}`", chart_path.display()),
+        Err(error) => format!("Chart not drawn: {error}"),
+    };
+    write(&file(".csv"), &results.summary_csv(&options.targets))?;
+    write(&file("-rounds.csv"), &results.rounds_csv())?;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# {title}\n");
+    let _ = writeln!(
+        md,
+        "Each cell: median (min..max) over the rounds, then ×the median ratio to direct in the \
+         same round. The order of targets rotates each round. Generated by \
+         `benches/compare.sh{}` in {:.0} s.\n",
+        if options.smoke { " --smoke" } else { "" },
+        took.as_secs_f64()
+    );
+    md.push_str(&results.table(&options.targets));
+    let _ = writeln!(md, "\n## brokerside against the targets of issue 5\n");
+    md.push_str(&results.targets_table());
+    let _ = writeln!(md, "\n## How it was measured\n");
+    md.push_str(&conditions(options, results));
+    if !results.notes.is_empty() {
+        let _ = writeln!(md, "\n## Notes from this run\n");
+        for note in &results.notes {
+            let _ = writeln!(md, "- {note}");
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n{chart_line}. CSVs: `{}` (medians), `{}` (every round).",
+        file(".csv").display(),
+        file("-rounds.csv").display()
+    );
+    write(&file(".md"), &md)?;
+    Ok(md)
+}
+
+/// The machine, the programs and the settings: what a reader needs to trust or redo the table.
+fn conditions(options: &Options, results: &Results) -> String {
+    let mut out = String::new();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let loads: Vec<f64> = results.records.iter().map(|r| r.load).collect();
+    let load_range = report::Stats::of(&loads)
+        .map(|s| format!("{:.2}..{:.2} (median {:.2})", s.min, s.max, s.median))
+        .unwrap_or_else(|| "—".into());
+    let limit = procs::open_files_limit()
+        .map(text::thousands)
+        .unwrap_or_else(|| "unknown".into());
+    let _ = writeln!(
+        out,
+        "- Machine: {cores} cores, Linux {}; open files capped at {limit} per process. The load \
+         generators, the backends and the proxy share these cores.",
+        kernel.trim()
+    );
+    let _ = writeln!(
+        out,
+        "- 1-minute load when each figure began: {load_range}; quiet means < {:.2}, waited for \
+         at most {} s.",
+        options.quiet_load,
+        options.quiet_timeout.as_secs()
+    );
+    let _ = writeln!(out, "- Programs: {}.", versions().join("; "));
+    let _ = writeln!(
+        out,
+        "- Bulk: `iperf3 -c -t {} -P 1|8 -J` through the target to a one-off `iperf3 -s -1`; \
+         `end.sum_received.bits_per_second`. Proxy CPU per GB: the proxy's user + system CPU \
+         (/proc/<pid>/stat; NGINX master + workers) over both bulk runs, per 10^9 bytes received.",
+        options.seconds
+    );
+    let _ = writeln!(
+        out,
+        "- New connections/s: {} clients (tokio, one thread) each connect, read one byte and \
+         close, for {} s, against a backend in this process (its own thread) that writes one \
+         byte and closes. Proxy CPU per connection: the proxy's CPU over the run / connections.",
+        options.concurrency, options.seconds
+    );
+    let _ = writeln!(
+        out,
+        "- Idle RSS: {} MQTT 3.1.1 connections to mosquitto through the proxy (CONNECT/CONNACK, \
+         then silent), {IDLE_CONCURRENCY} opened at a time; (VmRSS with N − with 1) / (N − 1). \
+         N is bounded by the open-files cap: the proxy holds 2 fds per connection, so 9,000 \
+         connections need 18,000 of the 20,000. RSS at start: VmRSS 1 s after the port listens. \
+         NGINX: master + 2 workers summed (shared pages counted in each).",
+        text::thousands(options.connections as u64)
+    );
+    let _ = writeln!(
+        out,
+        "- MQTT round trip: a publisher and a subscriber (blocking sockets, TCP_NODELAY) both \
+         through the target to mosquitto; {} × {PAYLOAD} B QoS 0 messages one in flight, timed \
+         from before the PUBLISH write to its last byte read by the subscriber, after {} warm-up \
+         messages.",
+        text::thousands(options.samples as u64),
+        (options.samples / 10).max(10)
+    );
+    let _ = writeln!(
+        out,
+        "- Configs: HAProxy `mode tcp`, `maxconn 40000`, `nbthread 2` (+ `option splice-request` \
+         and `option splice-response`); NGINX `worker_processes 2`, `worker_rlimit_nofile 20000`, \
+         `worker_connections 20000`, `stream {{ proxy_pass }}`; brokerside one listener, one \
+         backend, no checks. All on 127.0.0.1."
+    );
+    let _ = writeln!(
+        out,
+        "- TLS handshakes/s and RSS per idle TLS connection: not measured, brokerside has no TLS \
+         termination yet."
+    );
+    out
+}
+
+/// The first line of each program's version output.
+fn versions() -> Vec<String> {
+    let probe = |name: &str, env: &str, args: &[&str]| -> String {
+        let Ok(program) = procs::find_program(name, env) else {
+            return format!("{name} not found");
+        };
+        match Command::new(&program).args(args).output() {
+            Ok(output) => {
+                let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&output.stderr));
+                text.lines()
+                    .map(str::trim)
+                    .find(|line| !line.is_empty())
+                    .unwrap_or(name)
+                    .to_string()
+            }
+            Err(_) => format!("{name} (version unknown)"),
+        }
+    };
+    let commit = Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    vec![
+        format!(
+            "brokerside at {commit} (`{}`)",
+            targets::brokerside_bin().display()
+        ),
+        probe("haproxy", "HAPROXY_BIN", &["-v"]),
+        probe("nginx", "NGINX_BIN", &["-v"]),
+        probe("mosquitto", "MOSQUITTO_BIN", &["-h"]),
+        probe("iperf3", "IPERF3_BIN", &["--version"]),
+    ]
+}

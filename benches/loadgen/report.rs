@@ -1,0 +1,427 @@
+//! The comparison's figures, the values measured for them round by round, and what is made of
+//! those: medians with min..max, ratios to direct in the same round, the Markdown table, the
+//! targets brokerside is held to, and the CSV files.
+
+use std::fmt::Write as _;
+
+use super::targets::Target;
+use super::text::thousands;
+
+/// Which way a figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// What brokerside is held to on one figure (issue 5's Targets table).
+#[derive(Debug, Clone, Copy)]
+pub enum Goal {
+    /// The median ratio to direct is at least this.
+    RatioAtLeast(f64),
+    /// The median ratio to direct is at most this.
+    RatioAtMost(f64),
+    /// The median value, in the figure's unit, is at most this.
+    AtMost(f64),
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Figure {
+    Bulk1,
+    Bulk8,
+    CpuPerGb,
+    ConnRate,
+    CpuPerConn,
+    RssPerIdle,
+    RssAtStart,
+    RttP50,
+    RttP99,
+}
+
+impl Figure {
+    pub const ALL: [Figure; 9] = [
+        Figure::Bulk1,
+        Figure::Bulk8,
+        Figure::CpuPerGb,
+        Figure::ConnRate,
+        Figure::CpuPerConn,
+        Figure::RssPerIdle,
+        Figure::RssAtStart,
+        Figure::RttP50,
+        Figure::RttP99,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Figure::Bulk1 => "bulk, 1 stream",
+            Figure::Bulk8 => "bulk, 8 streams",
+            Figure::CpuPerGb => "proxy CPU per GB",
+            Figure::ConnRate => "new connections/s (64 concurrent)",
+            Figure::CpuPerConn => "proxy CPU per connection",
+            Figure::RssPerIdle => "RSS per idle MQTT connection",
+            Figure::RssAtStart => "RSS at start",
+            Figure::RttP50 => "MQTT RTT p50",
+            Figure::RttP99 => "MQTT RTT p99",
+        }
+    }
+
+    /// A short name for the chart and the CSV.
+    pub fn key(self) -> &'static str {
+        match self {
+            Figure::Bulk1 => "bulk_1_stream",
+            Figure::Bulk8 => "bulk_8_streams",
+            Figure::CpuPerGb => "cpu_per_gb",
+            Figure::ConnRate => "connections_per_s",
+            Figure::CpuPerConn => "cpu_per_connection",
+            Figure::RssPerIdle => "rss_per_idle_connection",
+            Figure::RssAtStart => "rss_at_start",
+            Figure::RttP50 => "rtt_p50",
+            Figure::RttP99 => "rtt_p99",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Figure::Bulk1 | Figure::Bulk8 => "Gbit/s",
+            Figure::CpuPerGb => "s",
+            Figure::ConnRate => "conn/s",
+            Figure::CpuPerConn | Figure::RttP50 | Figure::RttP99 => "µs",
+            Figure::RssPerIdle => "KiB",
+            Figure::RssAtStart => "MB",
+        }
+    }
+
+    pub fn better(self) -> Better {
+        match self {
+            Figure::Bulk1 | Figure::Bulk8 | Figure::ConnRate => Better::Higher,
+            _ => Better::Lower,
+        }
+    }
+
+    /// Whether direct has this figure, so that the others have a ratio to it. Proxy CPU and RSS
+    /// have no direct counterpart.
+    pub fn relative(self) -> bool {
+        matches!(
+            self,
+            Figure::Bulk1 | Figure::Bulk8 | Figure::ConnRate | Figure::RttP50 | Figure::RttP99
+        )
+    }
+
+    pub fn goal(self) -> Goal {
+        match self {
+            Figure::Bulk1 => Goal::RatioAtLeast(0.80),
+            Figure::Bulk8 => Goal::RatioAtLeast(0.85),
+            Figure::CpuPerGb => Goal::AtMost(0.30),
+            Figure::ConnRate => Goal::RatioAtLeast(0.75),
+            Figure::CpuPerConn => Goal::AtMost(60.0),
+            Figure::RssPerIdle => Goal::AtMost(1.0),
+            Figure::RssAtStart => Goal::AtMost(8.0),
+            Figure::RttP50 => Goal::RatioAtMost(1.4),
+            Figure::RttP99 => Goal::RatioAtMost(1.6),
+        }
+    }
+
+    /// A value in this figure's unit, rounded to what the measurement can tell.
+    pub fn format(self, value: f64) -> String {
+        match self {
+            Figure::Bulk1 | Figure::Bulk8 | Figure::CpuPerGb | Figure::RssPerIdle => {
+                format!("{value:.2}")
+            }
+            Figure::ConnRate => thousands(value.round() as u64),
+            Figure::CpuPerConn | Figure::RttP50 | Figure::RttP99 | Figure::RssAtStart => {
+                format!("{value:.1}")
+            }
+        }
+    }
+}
+
+fn goal_text(goal: Goal, unit: &str) -> String {
+    match goal {
+        Goal::RatioAtLeast(r) => format!("≥ ×{r:.2}"),
+        Goal::RatioAtMost(r) => format!("≤ ×{r:.2}"),
+        Goal::AtMost(v) => format!("≤ {v} {unit}"),
+    }
+}
+
+/// One value measured in one round.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    pub round: usize,
+    pub figure: Figure,
+    pub target: Target,
+    pub value: f64,
+    /// The 1-minute load average when this figure's measurement began.
+    pub load: f64,
+}
+
+/// Median and range of some numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: usize,
+}
+
+impl Stats {
+    pub fn of(values: &[f64]) -> Option<Stats> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        let median = if sorted.len() % 2 == 1 {
+            sorted[mid]
+        } else {
+            (sorted[mid - 1] + sorted[mid]) / 2.0
+        };
+        Some(Stats {
+            median,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+            count: sorted.len(),
+        })
+    }
+}
+
+/// Everything measured in one invocation.
+#[derive(Default)]
+pub struct Results {
+    pub records: Vec<Record>,
+    /// Things the reader should know: failed connections, waits that ran out, errors.
+    pub notes: Vec<String>,
+}
+
+impl Results {
+    pub fn add(&mut self, round: usize, figure: Figure, target: Target, value: f64, load: f64) {
+        self.records.push(Record {
+            round,
+            figure,
+            target,
+            value,
+            load,
+        });
+    }
+
+    fn value(&self, round: usize, figure: Figure, target: Target) -> Option<f64> {
+        self.records
+            .iter()
+            .find(|r| r.round == round && r.figure == figure && r.target == target)
+            .map(|r| r.value)
+    }
+
+    /// The value's ratio to direct's in the same round, for figures direct has.
+    pub fn ratio(&self, record: &Record) -> Option<f64> {
+        if !record.figure.relative() {
+            return None;
+        }
+        let direct = self.value(record.round, record.figure, Target::Direct)?;
+        (direct > 0.0).then(|| record.value / direct)
+    }
+
+    fn of(&self, figure: Figure, target: Target) -> impl Iterator<Item = &Record> {
+        self.records
+            .iter()
+            .filter(move |r| r.figure == figure && r.target == target)
+    }
+
+    pub fn stats(&self, figure: Figure, target: Target) -> Option<Stats> {
+        Stats::of(&self.of(figure, target).map(|r| r.value).collect::<Vec<_>>())
+    }
+
+    pub fn ratio_stats(&self, figure: Figure, target: Target) -> Option<Stats> {
+        Stats::of(
+            &self
+                .of(figure, target)
+                .filter_map(|r| self.ratio(r))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The median brokerside is judged on: its ratio for relative figures, else its value.
+    fn judged(&self, figure: Figure, target: Target) -> Option<f64> {
+        if figure.relative() {
+            self.ratio_stats(figure, target).map(|s| s.median)
+        } else {
+            self.stats(figure, target).map(|s| s.median)
+        }
+    }
+
+    fn judged_text(&self, figure: Figure, value: f64) -> String {
+        if figure.relative() {
+            format!("×{value:.2}")
+        } else {
+            format!("{} {}", figure.format(value), figure.unit())
+        }
+    }
+
+    /// One cell: `median (min..max) ×ratio`.
+    fn cell(&self, figure: Figure, target: Target) -> String {
+        if target == Target::Direct && !figure.relative() {
+            return "—".into();
+        }
+        let Some(stats) = self.stats(figure, target) else {
+            return "not measured".into();
+        };
+        let mut cell = if stats.count > 1 {
+            format!(
+                "{} ({}..{})",
+                figure.format(stats.median),
+                figure.format(stats.min),
+                figure.format(stats.max)
+            )
+        } else {
+            figure.format(stats.median)
+        };
+        if target != Target::Direct
+            && let Some(ratio) = self.ratio_stats(figure, target)
+        {
+            let _ = write!(cell, " ×{:.2}", ratio.median);
+        }
+        cell
+    }
+
+    /// The side-by-side table: rows are figures, columns targets.
+    pub fn table(&self, targets: &[Target]) -> String {
+        let mut out = String::new();
+        let _ = write!(out, "| figure |");
+        for target in targets {
+            let _ = write!(out, " {} |", target.label());
+        }
+        let _ = write!(out, "\n|---|");
+        for _ in targets {
+            let _ = write!(out, "---|");
+        }
+        out.push('\n');
+        for figure in Figure::ALL {
+            let _ = write!(out, "| {} ({}) |", figure.label(), figure.unit());
+            for &target in targets {
+                let _ = write!(out, " {} |", self.cell(figure, target));
+            }
+            out.push('\n');
+        }
+        let _ = write!(out, "| TLS handshakes/s |");
+        for _ in targets {
+            let _ = write!(out, " n/a (no TLS termination yet) |");
+        }
+        out.push('\n');
+        out
+    }
+
+    /// brokerside against each target of issue 5, and against HAProxy's better configuration.
+    pub fn targets_table(&self) -> String {
+        let met = |ok: bool| if ok { "yes" } else { "**no**" };
+        let mut out = String::from(
+            "| figure | brokerside | target | met? | HAProxy's best here | no worse than it? |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for figure in Figure::ALL {
+            let goal = figure.goal();
+            let measured = self.judged(figure, Target::Brokerside);
+            let (value, verdict) = match measured {
+                Some(v) => {
+                    let ok = match goal {
+                        Goal::RatioAtLeast(r) => v >= r,
+                        Goal::RatioAtMost(r) | Goal::AtMost(r) => v <= r,
+                    };
+                    (self.judged_text(figure, v), met(ok).to_string())
+                }
+                None => ("not measured".into(), "—".into()),
+            };
+            let haproxy_best = [Target::Haproxy, Target::HaproxySplice]
+                .into_iter()
+                .filter_map(|t| self.judged(figure, t).map(|v| (v, t)))
+                .reduce(|a, b| match figure.better() {
+                    Better::Higher if b.0 > a.0 => b,
+                    Better::Lower if b.0 < a.0 => b,
+                    _ => a,
+                });
+            let (best, no_worse) = match (haproxy_best, measured) {
+                (Some((h, t)), Some(b)) => {
+                    let ok = match figure.better() {
+                        Better::Higher => b >= h,
+                        Better::Lower => b <= h,
+                    };
+                    (
+                        format!("{} ({})", self.judged_text(figure, h), t.label()),
+                        met(ok).to_string(),
+                    )
+                }
+                (Some((h, t)), None) => (
+                    format!("{} ({})", self.judged_text(figure, h), t.label()),
+                    "—".into(),
+                ),
+                _ => ("not measured".into(), "—".into()),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {value} | {} | {verdict} | {best} | {no_worse} |",
+                figure.label(),
+                goal_text(goal, figure.unit()),
+            );
+        }
+        out.push_str(
+            "| TLS handshakes/s | n/a (no TLS termination yet) | ≥ HAProxy | — | — | — |\n",
+        );
+        out
+    }
+
+    /// One line per figure and target: medians, ranges and ratios.
+    pub fn summary_csv(&self, targets: &[Target]) -> String {
+        let mut out = String::from(
+            "figure,unit,target,rounds,median,min,max,ratio_median,ratio_min,ratio_max\n",
+        );
+        for figure in Figure::ALL {
+            for &target in targets {
+                let Some(s) = self.stats(figure, target) else {
+                    continue;
+                };
+                let ratio = self.ratio_stats(figure, target);
+                let r = |pick: fn(&Stats) -> f64| {
+                    ratio
+                        .as_ref()
+                        .map(|s| format!("{:.4}", pick(s)))
+                        .unwrap_or_default()
+                };
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{:.4},{:.4},{:.4},{},{},{}",
+                    figure.key(),
+                    figure.unit(),
+                    target.label(),
+                    s.count,
+                    s.median,
+                    s.min,
+                    s.max,
+                    r(|s| s.median),
+                    r(|s| s.min),
+                    r(|s| s.max),
+                );
+            }
+        }
+        out
+    }
+
+    /// Every value as measured, with its round and the load when its figure began.
+    pub fn rounds_csv(&self) -> String {
+        let mut out = String::from("round,figure,unit,target,value,ratio_to_direct,load_1min\n");
+        for record in &self.records {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{:.4},{},{:.2}",
+                record.round + 1,
+                record.figure.key(),
+                record.figure.unit(),
+                record.target.label(),
+                record.value,
+                self.ratio(record)
+                    .map(|r| format!("{r:.4}"))
+                    .unwrap_or_default(),
+                record.load,
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,259 @@
+//! What the benches put between a client and its backend: nothing (direct), HAProxy as shipped,
+//! HAProxy with splice, NGINX stream, or brokerside, each a child process on a loopback port with
+//! a config generated into the scratch directory; and mosquitto, the MQTT broker behind them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::procs::{Process, Scratch, find_program, free_port};
+
+/// One column of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// No proxy: clients connect to the backend itself.
+    Direct,
+    /// HAProxy `mode tcp`, as shipped.
+    Haproxy,
+    /// HAProxy with `option splice-request` and `option splice-response`.
+    HaproxySplice,
+    /// NGINX `stream { proxy_pass }`.
+    Nginx,
+    /// The release brokerside binary.
+    Brokerside,
+}
+
+impl Target {
+    /// Every target, in the order of the table's columns.
+    pub const ALL: [Target; 5] = [
+        Target::Direct,
+        Target::Haproxy,
+        Target::HaproxySplice,
+        Target::Nginx,
+        Target::Brokerside,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Haproxy => "HAProxy",
+            Target::HaproxySplice => "HAProxy+splice",
+            Target::Nginx => "NGINX",
+            Target::Brokerside => "brokerside",
+        }
+    }
+
+    /// The name of the scratch files and log of this target's process.
+    fn file_stem(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Haproxy => "haproxy",
+            Target::HaproxySplice => "haproxy-splice",
+            Target::Nginx => "nginx",
+            Target::Brokerside => "brokerside",
+        }
+    }
+}
+
+/// Where clients connect for one measurement, and the proxy process if there is one.
+pub struct Path {
+    pub port: u16,
+    pub proxy: Option<Process>,
+}
+
+/// Starts `target` relaying a fresh loopback port to 127.0.0.1:`backend_port` and waits until it
+/// listens. Direct starts nothing: clients get the backend's own port.
+pub fn start(target: Target, scratch: &Scratch, backend_port: u16) -> Result<Path, String> {
+    if target == Target::Direct {
+        return Ok(Path {
+            port: backend_port,
+            proxy: None,
+        });
+    }
+    let port = free_port()?;
+    let proxy = match target {
+        Target::Direct => unreachable!("handled above"),
+        Target::Haproxy => start_haproxy(scratch, port, backend_port, false)?,
+        Target::HaproxySplice => start_haproxy(scratch, port, backend_port, true)?,
+        Target::Nginx => start_nginx(scratch, port, backend_port)?,
+        Target::Brokerside => start_brokerside(scratch, port, backend_port)?,
+    };
+    // Watch the socket table rather than connect: a probe connection would be the first client.
+    proxy.wait_listening(port)?;
+    Ok(Path {
+        port,
+        proxy: Some(proxy),
+    })
+}
+
+/// The proxy binary under test: `BROKERSIDE_BIN`, else the release binary cargo built for the
+/// bench (cargo builds the package's binaries, with the bench's own profile, before a bench).
+pub fn brokerside_bin() -> PathBuf {
+    match std::env::var_os("BROKERSIDE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_brokerside")),
+    }
+}
+
+/// brokerside with one listener on `port` relaying to `backend_port`: admin on a free port, no
+/// checks, a drain that does not wait.
+pub fn start_brokerside(
+    scratch: &Scratch,
+    port: u16,
+    backend_port: u16,
+) -> Result<Process, String> {
+    let program = brokerside_bin();
+    let stem = Target::Brokerside.file_stem();
+    let config = scratch.write(
+        &format!("{stem}.toml"),
+        &format!(
+            "[admin]\n\
+             listen = \"127.0.0.1:0\"\n\
+             \n\
+             [[listener]]\n\
+             name = \"mqtt\"\n\
+             listen = \"127.0.0.1:{port}\"\n\
+             backend = \"broker\"\n\
+             \n\
+             [[backend]]\n\
+             name = \"broker\"\n\
+             servers = [\"127.0.0.1:{backend_port}\"]\n\
+             \n\
+             [drain]\n\
+             lb_grace = \"0s\"\n\
+             deadline = \"1s\"\n"
+        ),
+    )?;
+    Process::spawn(
+        "brokerside",
+        program.clone(),
+        Command::new(&program)
+            .args(["--log-level", "warn", "run", "--config"])
+            .arg(&config),
+        scratch.path(&format!("{stem}.log")),
+    )
+}
+
+/// HAProxy in the foreground (`-db`), one process with two threads, `mode tcp`.
+fn start_haproxy(
+    scratch: &Scratch,
+    port: u16,
+    backend_port: u16,
+    splice: bool,
+) -> Result<Process, String> {
+    let program = find_program("haproxy", "HAPROXY_BIN")?;
+    let stem = if splice {
+        Target::HaproxySplice.file_stem()
+    } else {
+        Target::Haproxy.file_stem()
+    };
+    let splice_options = if splice {
+        "    option splice-request\n    option splice-response\n"
+    } else {
+        ""
+    };
+    // Timeouts longer than any idle phase of a bench. maxconn 40000 asks for more fds than this
+    // machine's cap of 20,000; HAProxy refuses to start on that unless told `no strict-limits`,
+    // and then runs with the 20,000 it gets (which the benches stay under).
+    let config = scratch.write(
+        &format!("{stem}.cfg"),
+        &format!(
+            "global\n\
+             \x20   maxconn 40000\n\
+             \x20   nbthread 2\n\
+             \x20   no strict-limits\n\
+             \n\
+             defaults\n\
+             \x20   mode tcp\n\
+             \x20   timeout connect 5s\n\
+             \x20   timeout client 10m\n\
+             \x20   timeout server 10m\n\
+             \n\
+             listen relay\n\
+             \x20   bind 127.0.0.1:{port}\n\
+             {splice_options}\
+             \x20   server broker 127.0.0.1:{backend_port}\n"
+        ),
+    )?;
+    Process::spawn(
+        if splice { "HAProxy+splice" } else { "HAProxy" },
+        program.clone(),
+        Command::new(&program).arg("-db").arg("-f").arg(&config),
+        scratch.path(&format!("{stem}.log")),
+    )
+}
+
+/// The stream module's shared object, where Debian's libnginx-mod-stream puts it.
+const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// NGINX in the foreground with a master and two workers, one `stream` server.
+fn start_nginx(scratch: &Scratch, port: u16, backend_port: u16) -> Result<Process, String> {
+    let program = find_program("nginx", "NGINX_BIN")?;
+    let stem = Target::Nginx.file_stem();
+    // Debian builds the stream module dynamic; a build with it compiled in needs no load_module.
+    let load_module = if std::path::Path::new(NGINX_STREAM_MODULE).is_file() {
+        format!("load_module {NGINX_STREAM_MODULE};\n")
+    } else {
+        String::new()
+    };
+    let prefix = scratch.path(stem);
+    std::fs::create_dir_all(prefix.join("logs"))
+        .map_err(|error| format!("cannot create {}: {error}", prefix.display()))?;
+    let config = scratch.write(
+        &format!("{stem}.conf"),
+        &format!(
+            "{load_module}\
+             worker_processes 2;\n\
+             worker_rlimit_nofile 20000;\n\
+             daemon off;\n\
+             pid {pid};\n\
+             error_log {error_log} warn;\n\
+             events {{ worker_connections 20000; }}\n\
+             stream {{\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       proxy_pass 127.0.0.1:{backend_port};\n\
+             \x20   }}\n\
+             }}\n",
+            pid = prefix.join("nginx.pid").display(),
+            error_log = scratch.path(&format!("{stem}.log")).display(),
+        ),
+    )?;
+    Process::spawn(
+        "NGINX",
+        program.clone(),
+        Command::new(&program)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&config)
+            // Debian's default error log path is outside the prefix; this one is in scratch.
+            .args(["-e", "stderr"]),
+        scratch.path(&format!("{stem}.stderr.log")),
+    )
+}
+
+/// mosquitto on `port` with a minimal config: anonymous, unlimited connections, no disk.
+pub fn start_broker(scratch: &Scratch, port: u16) -> Result<Process, String> {
+    let program = find_program("mosquitto", "MOSQUITTO_BIN")?;
+    let config = scratch.write(
+        "mosquitto.conf",
+        &format!(
+            "allow_anonymous true\n\
+             persistence false\n\
+             log_dest stderr\n\
+             log_type error\n\
+             log_type warning\n\
+             listener {port} 127.0.0.1\n\
+             max_connections -1\n"
+        ),
+    )?;
+    let broker = Process::spawn(
+        "mosquitto",
+        program.clone(),
+        Command::new(&program).arg("-c").arg(&config),
+        scratch.path("mosquitto.log"),
+    )?;
+    broker.wait_listening(port)?;
+    Ok(broker)
+}
