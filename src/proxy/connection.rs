@@ -14,9 +14,10 @@ use tokio::net::TcpStream;
 use super::listener::ListenerShared;
 use super::proxy_protocol::{self, Inbound};
 use super::relay::{Counters, Relay, RelayEnd, Side};
-use super::socket::{shutdown_write, tune};
+use super::socket::shutdown_write;
 use super::upstream;
 use crate::backend::Role;
+use crate::config::ProxyProtocol;
 use crate::metrics::RefuseReason;
 
 /// Holds a connection's place in the listener's count and the shutdown tracker until it ends.
@@ -106,8 +107,15 @@ impl Future for Connection {
 /// Counts and logs how a relay ended. Addresses are read back from the sockets here rather than
 /// kept for the connection's whole life.
 fn log_end(relay: &Relay, end: RelayEnd, metrics: &crate::metrics::ListenerMetrics) {
-    let peer = relay.client().peer_addr().ok();
-    let server = relay.backend().peer_addr().ok();
+    // Two system calls per connection that only a debug log needs.
+    let (peer, server) = if tracing::enabled!(tracing::Level::DEBUG) {
+        (
+            relay.client().peer_addr().ok(),
+            relay.backend().peer_addr().ok(),
+        )
+    } else {
+        (None, None)
+    };
     match end {
         RelayEnd::Closed => tracing::trace!(?peer, ?server, "closed"),
         RelayEnd::IdleTimeout => tracing::debug!(?peer, ?server, "idle timeout"),
@@ -128,15 +136,14 @@ fn log_end(relay: &Relay, end: RelayEnd, metrics: &crate::metrics::ListenerMetri
 /// the outbound PROXY header. `None` when the connection ends here (counted where it is refused).
 async fn open(mut client: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>) -> Opened {
     let metrics = &shared.metrics;
-    if let Err(error) = tune(&client) {
-        tracing::debug!(%peer, %error, "client socket options");
-    }
-    let local = client.local_addr().ok()?;
-    let (src, dst) = if shared.accept_proxy_protocol {
+    // TCP_NODELAY and keepalive came with the socket from the listener (Linux copies them on
+    // accept): no system call here. The original addresses come from an inbound PROXY header,
+    // or from the socket only if a header goes out.
+    let inbound = if shared.accept_proxy_protocol {
         let read = proxy_protocol::read_inbound(&mut client);
         match tokio::time::timeout(shared.proxy_header_timeout, read).await {
-            Ok(Ok(Inbound::Proxied { src, dst })) => (src, dst),
-            Ok(Ok(Inbound::Local)) => (peer, local),
+            Ok(Ok(Inbound::Proxied { src, dst })) => Some((src, dst)),
+            Ok(Ok(Inbound::Local)) => None,
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "bad inbound PROXY header");
                 metrics.refused(RefuseReason::ProxyHeader);
@@ -149,7 +156,7 @@ async fn open(mut client: TcpStream, peer: SocketAddr, shared: Arc<ListenerShare
             }
         }
     } else {
-        (peer, local)
+        None
     };
 
     let Some((mut backend, server, role)) = upstream::connect(&shared.backend).await else {
@@ -162,7 +169,13 @@ async fn open(mut client: TcpStream, peer: SocketAddr, shared: Arc<ListenerShare
         tracing::debug!(%peer, %server, "relaying to a backup server");
         shared.registry.mark_current_on_backup(shared.backend_index);
     }
-    if let Some(header) = proxy_protocol::header(shared.proxy_protocol, src, dst)
+    let addresses = match (shared.proxy_protocol, inbound) {
+        (ProxyProtocol::Off, _) => None,
+        (_, Some(addresses)) => Some(addresses),
+        (_, None) => Some((peer, client.local_addr().ok()?)),
+    };
+    if let Some((src, dst)) = addresses
+        && let Some(header) = proxy_protocol::header(shared.proxy_protocol, src, dst)
         && let Err(error) = backend.write_all(&header).await
     {
         tracing::debug!(%peer, %server, %error, "writing the PROXY header failed");

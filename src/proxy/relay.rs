@@ -96,13 +96,15 @@ enum Step {
 
 impl Direction {
     /// Moves bytes from `src` to `dst` until one of them would block. Ready(Ok) once the source's
-    /// FIN has been passed on.
+    /// FIN has been passed on. `last` says the other direction has already ended: then the FIN
+    /// goes out with the close that follows, one system call fewer.
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
         src: (&TcpStream, Side),
         dst: (&TcpStream, Side),
         counter: &IntCounter,
+        last: bool,
     ) -> Poll<Result<(), Failure>> {
         if self.done {
             return Poll::Ready(Ok(()));
@@ -141,7 +143,9 @@ impl Direction {
                     self.owed = Some(Box::new(Owed { bytes, written: 0 }));
                 }
                 Step::Eof => {
-                    shutdown_write(dst.0);
+                    if !last {
+                        shutdown_write(dst.0);
+                    }
                     self.done = true;
                     return Poll::Ready(Ok(()));
                 }
@@ -259,12 +263,14 @@ impl Relay {
             (&self.client, Side::Client),
             (&self.backend, Side::Backend),
             counters.to_backend,
+            self.downstream.done,
         );
         let down = self.downstream.poll(
             cx,
             (&self.backend, Side::Backend),
             (&self.client, Side::Client),
             counters.to_client,
+            self.upstream.done,
         );
         for result in [up, down] {
             if let Poll::Ready(Err(failure)) = result {
