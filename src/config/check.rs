@@ -1,6 +1,6 @@
 //! Validation of `[backend.check]`: the probe kind and the keys that belong to it.
 
-use super::fields::{Problems, bounded, positive_duration};
+use super::fields::{Problems, bounded, misplaced, positive_duration};
 use super::file::FileCheck;
 use super::{
     CheckConfig, CheckKind, DEFAULT_CHECK_FAST_INTERVAL, DEFAULT_CHECK_INTERVAL,
@@ -30,36 +30,21 @@ fn default_client_id() -> String {
 /// Validates one `[backend.check]` table found at `path`.
 pub(super) fn check(file: &FileCheck, path: &str, problems: &mut Problems) -> Option<CheckConfig> {
     let kind_name = file.kind.as_deref().unwrap_or("tcp");
-    let misplaced = |problems: &mut Problems, key: &str, set: bool, owner: &str| {
-        if set {
-            problems.add(
-                format!("{path}.{key}"),
-                format!("only applies to kind = \"{owner}\""),
-            );
-        }
-    };
-    let mqtt_keys = [
-        ("client_id", file.client_id.is_some()),
-        ("username", file.username.is_some()),
-        ("password", file.password.is_some()),
-        ("loopback_topic", file.loopback_topic.is_some()),
-    ];
-    let http_keys = [
-        ("port", file.port.is_some()),
-        ("path", file.path.is_some()),
-        ("expect_status", file.expect_status.is_some()),
-        ("expect_body", file.expect_body.is_some()),
-    ];
-    if kind_name != "mqtt" {
-        for (key, set) in mqtt_keys {
-            misplaced(problems, key, set, "mqtt");
-        }
-    }
-    if kind_name != "http" {
-        for (key, set) in http_keys {
-            misplaced(problems, key, set, "http");
-        }
-    }
+    misplaced(
+        problems,
+        path,
+        kind_name,
+        &[
+            ("client_id", file.client_id.is_some(), "mqtt"),
+            ("username", file.username.is_some(), "mqtt"),
+            ("password", file.password.is_some(), "mqtt"),
+            ("loopback_topic", file.loopback_topic.is_some(), "mqtt"),
+            ("port", file.port.is_some(), "http"),
+            ("path", file.path.is_some(), "http"),
+            ("expect_status", file.expect_status.is_some(), "http"),
+            ("expect_body", file.expect_body.is_some(), "http"),
+        ],
+    );
     let kind = match kind_name {
         "tcp" => Some(CheckKind::Tcp),
         "amqp" => Some(CheckKind::Amqp),

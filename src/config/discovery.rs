@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::fields::{Problems, bounded, duration, name, positive_duration, socket_addrs};
+use super::fields::{
+    Problems, bounded, duration, misplaced, name, positive_duration, socket_addrs,
+};
 use super::file::{FileCluster, FileDiscovery, FileNode};
 use super::{
     ClusterConfig, ClusterMembers, ConsulDiscovery, DiscoveryConfig, DiscoveryKind, DnsDiscovery,
@@ -57,21 +59,6 @@ pub(super) fn token_source(
             Some(TokenSource::Env(var.clone()))
         }
         (None, None) => None,
-    }
-}
-
-/// Keys that only one kind of source takes.
-fn misplaced(problems: &mut Problems, path: &str, kind: &str, keys: &[(&str, bool, &str)]) {
-    for (key, set, owner) in keys {
-        if *set && !owner.split('|').any(|o| o == kind) {
-            problems.add(
-                format!("{path}.{key}"),
-                format!(
-                    "only applies to kind = \"{}\"",
-                    owner.replace('|', "\" or \"")
-                ),
-            );
-        }
     }
 }
 

@@ -59,6 +59,19 @@ pub(super) fn decode<T: DeserializeOwned>(
     }
 }
 
+/// Decodes an optional table such as `[drain]`: absent or undecodable (the problem recorded)
+/// means its defaults.
+pub(super) fn decode_table<T: DeserializeOwned + Default>(
+    table: &toml::Table,
+    key: &str,
+    problems: &mut Problems,
+) -> T {
+    table
+        .get(key)
+        .and_then(|value| decode(value, key, problems))
+        .unwrap_or_default()
+}
+
 /// Decodes an array of tables, keeping a slot per element so indices in messages stay true.
 pub(super) fn decode_array<T: DeserializeOwned>(
     table: &toml::Table,
@@ -187,4 +200,25 @@ pub(super) fn positive_duration(
         problems.add(path, "must be more than 0s");
     }
     parsed
+}
+
+/// Reports each key that is set but belongs to another `kind` (`owner` may list several, as
+/// `"a|b"`): `<path>.<key>: only applies to kind = "a"`.
+pub(super) fn misplaced(
+    problems: &mut Problems,
+    path: &str,
+    kind: &str,
+    keys: &[(&str, bool, &str)],
+) {
+    for (key, set, owner) in keys {
+        if *set && !owner.split('|').any(|o| o == kind) {
+            problems.add(
+                format!("{path}.{key}"),
+                format!(
+                    "only applies to kind = \"{}\"",
+                    owner.replace('|', "\" or \"")
+                ),
+            );
+        }
+    }
 }

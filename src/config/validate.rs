@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::check::check;
 use super::discovery::{cluster, discovery, node, token_source};
 use super::fields::{
-    Problems, bounded, decode, decode_array, duration, name, positive_duration, socket_addr,
+    Problems, bounded, decode_array, decode_table, duration, name, positive_duration, socket_addr,
     socket_addrs, syntax_message, unique_names,
 };
 use super::file::{
@@ -52,22 +52,10 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
     }
     let file_listeners: Vec<Option<FileListener>> = decode_array(&table, "listener", &mut problems);
     let file_backends: Vec<Option<FileBackend>> = decode_array(&table, "backend", &mut problems);
-    let file_drain: FileDrain = match table.get("drain") {
-        Some(value) => decode(value, "drain", &mut problems).unwrap_or_default(),
-        None => FileDrain::default(),
-    };
-    let file_admin: FileAdmin = match table.get("admin") {
-        Some(value) => decode(value, "admin", &mut problems).unwrap_or_default(),
-        None => FileAdmin::default(),
-    };
-    let file_node: FileNode = match table.get("node") {
-        Some(value) => decode(value, "node", &mut problems).unwrap_or_default(),
-        None => FileNode::default(),
-    };
-    let file_cluster: FileCluster = match table.get("cluster") {
-        Some(value) => decode(value, "cluster", &mut problems).unwrap_or_default(),
-        None => FileCluster::default(),
-    };
+    let file_drain: FileDrain = decode_table(&table, "drain", &mut problems);
+    let file_admin: FileAdmin = decode_table(&table, "admin", &mut problems);
+    let file_node: FileNode = decode_table(&table, "node", &mut problems);
+    let file_cluster: FileCluster = decode_table(&table, "cluster", &mut problems);
     let file_discovery: Vec<Option<FileDiscovery>> =
         decode_array(&table, "discovery", &mut problems);
     let discovery: Vec<Option<crate::config::DiscoveryConfig>> = file_discovery
