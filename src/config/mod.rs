@@ -160,7 +160,7 @@ pub struct ConsulDiscovery {
 pub enum PeersFileFormat {
     /// One node name a line (EMQX static seeds, BEAM `sys.config` helpers).
     Lines,
-    /// The same JSON as `GET /peers`.
+    /// A JSON list of `{address, port, node, source}`: `GET /peers` without health.
     Json,
 }
 
