@@ -4,6 +4,7 @@
 mod connection;
 mod failback;
 mod listener;
+mod pipe;
 pub mod proxy_protocol;
 mod registry;
 pub mod relay;
