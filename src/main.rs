@@ -100,7 +100,10 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn run(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The relay runs on its own threads (`[runtime] relay_threads`); what is left here (admin,
+    // health checks, discovery, the cluster guard, the drain) is light work that one thread
+    // serves, and it keeps answering while the relay threads are saturated.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -2,18 +2,16 @@
 //! a real broker; `/haproxy_health` 503 at once; new clients still served during `lb_grace`;
 //! then the listener refuses and the clients are closed no faster than `close_rate` (measured at
 //! the clients); the sidecar stops before the deadline. And the same through the real binary
-//! and SIGTERM.
+//! and SIGTERM. Both run two relay threads, so the connections drained live on both.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::http::{http_get, http_request};
 use support::observe::{busiest_second, close_times, watch_closes};
+use support::process::Process;
 use support::raw_mqtt::{closed, mqtt_connect_raw, mqtt_ping_raw};
 use support::sidecar::start_sidecar;
 use support::*;
@@ -24,9 +22,11 @@ const LB_GRACE: Duration = Duration::from_secs(1);
 const CLOSE_RATE: usize = 100;
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// Two relay threads, explicitly, so that the clients being drained are spread over both.
 fn drain_config(broker: SocketAddr) -> String {
     format!(
-        "{}\n[drain]\nlb_grace = \"1s\"\nclose_rate = {CLOSE_RATE}\ndeadline = \"10s\"\n",
+        "{}\n[drain]\nlb_grace = \"1s\"\nclose_rate = {CLOSE_RATE}\ndeadline = \"10s\"\n\n\
+         [runtime]\nrelay_threads = 2\n",
         relay_config(&[broker], "", "")
     )
 }
@@ -117,89 +117,6 @@ async fn drain_with_200_clients() {
     assert_eq!(sidecar.metric("brokerside_draining", &[]), 1.0);
 }
 
-/// The binary, its JSON log lines forwarded by a thread.
-struct Process {
-    child: Child,
-    logs: mpsc::Receiver<serde_json::Value>,
-    seen: Vec<serde_json::Value>,
-}
-
-impl Process {
-    fn spawn(config: &str) -> Process {
-        let dir = std::env::temp_dir().join(format!("brokerside-drain-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("brokerside.toml");
-        std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_brokerside"))
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&path)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn brokerside");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("log line not JSON ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        Process {
-            child,
-            logs,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The field `field` of the first log line with message `message`, waiting up to WAIT.
-    fn log_field(&mut self, message: &str, field: &str) -> String {
-        let until = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| l["fields"]["message"] == message) {
-                return line["fields"][field]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no {field} in {line}"))
-                    .to_string();
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            let line = self
-                .logs
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line {message:?} in {:?}", self.seen));
-            self.seen.push(line);
-        }
-    }
-
-    fn sigterm(&self) {
-        // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill -TERM");
-    }
-
-    /// Waits up to `bound` for the exit status.
-    async fn exit_code(&mut self, bound: Duration) -> Option<i32> {
-        let until = Instant::now() + bound;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < until, "still running after {bound:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // Only if a failed assertion left it running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_binary_and_exits_0() {
     let broker = start_rumqttd().await;
@@ -207,15 +124,8 @@ async fn sigterm_drains_the_binary_and_exits_0() {
         "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
         drain_config(broker.mqtt)
     );
-    let mut process = Process::spawn(&config);
-    let relay: SocketAddr = process
-        .log_field("listening", "addr")
-        .parse()
-        .expect("addr");
-    let admin: SocketAddr = process
-        .log_field("brokerside started", "admin")
-        .parse()
-        .expect("admin addr");
+    let mut process = Process::spawn("drain", &config);
+    let (relay, admin) = process.started();
     let mut clients = Vec::new();
     for i in 0..5 {
         clients.push(mqtt_connect_raw(relay, &format!("term-{i}")).await);

@@ -243,6 +243,14 @@ pub fn to_toml(config: &Config) -> String {
     drain.insert("deadline".into(), time(config.drain.deadline));
     doc.insert("drain".into(), Value::Table(drain));
 
+    // Left out when unset: the default is this host's core count, which may not be the count
+    // where the config runs.
+    let mut runtime = Table::new();
+    if let Some(threads) = config.runtime.relay_threads {
+        runtime.insert("relay_threads".into(), Value::Integer(threads.get() as i64));
+    }
+    doc.insert("runtime".into(), Value::Table(runtime));
+
     toml::to_string(&doc).unwrap_or_else(|e| format!("# cannot render the effective config: {e}\n"))
 }
 

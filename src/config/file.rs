@@ -121,6 +121,13 @@ pub enum FileSources {
     List(Vec<String>),
 }
 
+/// `[runtime]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRuntime {
+    pub relay_threads: Option<i64>,
+}
+
 /// `[drain]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,6 +11,7 @@ mod validate;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RISE: u32 = 2;
 /// Default consecutive failures to mark a server down.
 pub const DEFAULT_FALL: u32 = 3;
+/// Upper bound of `relay_threads`: far above any core count a sidecar gets, low enough that a
+/// typo cannot ask for a million threads.
+pub const MAX_RELAY_THREADS: u32 = 1024;
 /// How many 127.0.0.x sources `loopback_sources = "auto"` rotates over (x = 1..=this): each gives
 /// the kernel's ~28k ephemeral ports towards one broker port.
 pub const AUTO_LOOPBACK_SOURCES: u8 = 32;
@@ -72,6 +76,26 @@ pub struct Config {
     pub node: NodeConfig,
     /// The cluster guard.
     pub cluster: ClusterConfig,
+    /// Threads of the relay.
+    pub runtime: RuntimeConfig,
+}
+
+/// How the relay uses the host's cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RuntimeConfig {
+    /// Relay worker threads; `None` = one per core this process may use.
+    pub relay_threads: Option<NonZeroUsize>,
+}
+
+impl RuntimeConfig {
+    /// The relay threads to start: the configured count, else
+    /// [`std::thread::available_parallelism`], which honours CPU affinity and cgroup quotas
+    /// (Nomad `cpu`/`cores`, Kubernetes `limits.cpu`).
+    pub fn relay_threads(&self) -> usize {
+        self.relay_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
 }
 
 /// This node's identity.

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use super::check::check;
@@ -13,14 +14,14 @@ use super::fields::{
 };
 use super::file::{
     FileAdmin, FileBackend, FileCluster, FileDiscovery, FileDrain, FileListener, FileNode,
-    FileSources,
+    FileRuntime, FileSources,
 };
 use super::{
     AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_HEADER_TIMEOUT,
     DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_BACKLOG, DEFAULT_CLOSE_RATE,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE, DEFAULT_LB_GRACE,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig, ListenerConfig,
-    LoopbackSources, ProxyProtocol,
+    LoopbackSources, MAX_RELAY_THREADS, ProxyProtocol, RuntimeConfig,
 };
 
 const SECTIONS: &[&str] = &[
@@ -31,6 +32,7 @@ const SECTIONS: &[&str] = &[
     "discovery",
     "cluster",
     "drain",
+    "runtime",
 ];
 
 /// Parses and validates `text`, returning every problem found.
@@ -56,6 +58,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
     let file_admin: FileAdmin = decode_table(&table, "admin", &mut problems);
     let file_node: FileNode = decode_table(&table, "node", &mut problems);
     let file_cluster: FileCluster = decode_table(&table, "cluster", &mut problems);
+    let file_runtime: FileRuntime = decode_table(&table, "runtime", &mut problems);
     let file_discovery: Vec<Option<FileDiscovery>> =
         decode_array(&table, "discovery", &mut problems);
     let discovery: Vec<Option<crate::config::DiscoveryConfig>> = file_discovery
@@ -132,6 +135,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
     let drain = drain(&file_drain, &mut problems);
     let node = node(&file_node, &mut problems);
     let cluster = cluster(&file_cluster, &source_names, &mut problems);
+    let runtime = runtime(&file_runtime, &mut problems);
 
     if !problems.0.is_empty() {
         return Err(problems.0);
@@ -150,6 +154,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
         discovery: discovery.into_iter().flatten().collect(),
         node,
         cluster,
+        runtime,
     })
 }
 
@@ -210,6 +215,21 @@ fn admin(file: &FileAdmin, problems: &mut Problems) -> Option<AdminConfig> {
         header_timeout,
         drain_token,
     })
+}
+
+fn runtime(file: &FileRuntime, problems: &mut Problems) -> RuntimeConfig {
+    let relay_threads = file.relay_threads.map(|count| {
+        bounded(
+            Some(count),
+            "runtime.relay_threads",
+            1,
+            1..=i64::from(MAX_RELAY_THREADS),
+            problems,
+        )
+    });
+    RuntimeConfig {
+        relay_threads: relay_threads.and_then(|count| NonZeroUsize::new(count as usize)),
+    }
 }
 
 fn drain(file: &FileDrain, problems: &mut Problems) -> DrainConfig {

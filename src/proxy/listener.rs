@@ -1,4 +1,5 @@
-//! A public listener: its bound socket, its accept loop, and the per-listener connection limit.
+//! A public listener: its bound sockets, the accept loop each relay thread runs on its own, and
+//! the per-listener connection limit (counted across threads).
 
 use std::io;
 use std::net::SocketAddr;
@@ -103,9 +104,10 @@ pub(crate) fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-/// A listener's bound socket, before it is handed to the runtime.
+/// A listener's bound sockets (one per relay thread, sharing the port), before they are handed
+/// to the threads.
 pub(crate) struct Bound {
     pub(crate) config: ListenerConfig,
-    pub(crate) socket: std::net::TcpListener,
+    pub(crate) sockets: Vec<std::net::TcpListener>,
     pub(crate) addr: SocketAddr,
 }

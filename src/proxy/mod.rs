@@ -1,5 +1,5 @@
-//! The relay: listeners bound from the config, one task per client connection, PROXY protocol,
-//! and the orderly stop that shutdown asks for.
+//! The relay: listeners bound from the config, relay threads that accept on them, one task per
+//! client connection, PROXY protocol, and the orderly stop that shutdown asks for.
 
 mod connection;
 mod failback;
@@ -10,6 +10,7 @@ mod registry;
 pub mod relay;
 mod socket;
 mod upstream;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::state::ListenerView;
 pub(crate) use listener::{ACCEPT_BACKOFF, is_per_connection};
 use listener::{Bound, ListenerShared};
 use registry::Registry;
+use workers::Workers;
 
 /// A listener that could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub fn listen(
 /// Every listener of a config, bound and ready to serve.
 pub struct Proxy {
     bound: Vec<Bound>,
+    /// Relay threads: each accepts on its own socket of every listener.
+    threads: usize,
     backends: Vec<Arc<Backend>>,
     metrics: Metrics,
     drain: DrainConfig,
@@ -87,22 +91,27 @@ pub struct Stopped {
 }
 
 impl Proxy {
-    /// Binds every listener of `config`. Fails on the first port that cannot be opened, naming
-    /// the listener and the address.
+    /// Binds every listener of `config`, one socket per relay thread. Fails on the first port
+    /// that cannot be opened, naming the listener and the address.
     pub fn bind(config: &Config, metrics: &Metrics) -> Result<Proxy, BindError> {
+        let threads = config.runtime.relay_threads();
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            let socket = socket::listen(listener.listen, listener.backlog)
+            let sockets = socket::listen_shared(listener.listen, listener.backlog, threads)
                 .map_err(|error| BindError::new(&listener.name, listener.listen, &error))?;
-            let addr = socket.local_addr().unwrap_or(listener.listen);
+            let addr = sockets
+                .first()
+                .and_then(|socket| socket.local_addr().ok())
+                .unwrap_or(listener.listen);
             bound.push(Bound {
                 config: listener.clone(),
-                socket,
+                sockets,
                 addr,
             });
         }
         Ok(Proxy {
             bound,
+            threads,
             backends: config
                 .backends
                 .iter()
@@ -143,27 +152,29 @@ impl Proxy {
 
     /// Serves until `drain` starts, then drains: the listeners keep accepting for `lb_grace`,
     /// then close; open connections are closed at most `close_rate` per second; at `deadline`
-    /// the rest are closed. Returns once no connection is left.
+    /// the rest are closed. Returns once no connection is left and the relay threads have
+    /// ended. The relay runs on its own threads; this future (drain pacing, failback) runs on
+    /// the caller's runtime.
     pub async fn serve(self, drain: Arc<DrainControl>) -> std::io::Result<Stopped> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut loops = Vec::with_capacity(self.bound.len());
+        let mut sockets: Vec<workers::Sockets> = (0..self.threads).map(|_| Vec::new()).collect();
         for bound in self.bound {
-            let listener = tokio::net::TcpListener::from_std(bound.socket)?;
-            let backend = Arc::clone(&self.backends[bound.config.backend]);
-            let shared = Arc::new(ListenerShared::new(
-                &bound.config,
-                backend,
-                self.metrics.listener(&bound.config.name),
-                Arc::clone(&self.tracker),
-                Arc::clone(&self.registry),
-            ));
-            tracing::info!(listener = %bound.config.name, addr = %bound.addr, "listening");
-            loops.push(tokio::spawn(listener::accept_loop(
-                listener,
-                shared,
-                stop_rx.clone(),
-            )));
+            tracing::info!(listener = %bound.config.name, addr = %bound.addr, threads = self.threads, "listening");
+            let backend = &self.backends[bound.config.backend];
+            for (thread, socket) in sockets.iter_mut().zip(bound.sockets) {
+                // One copy per thread keeps the reference count that every connection takes
+                // in that thread's core.
+                let shared = Arc::new(ListenerShared::new(
+                    &bound.config,
+                    Arc::clone(backend),
+                    self.metrics.listener(&bound.config.name),
+                    Arc::clone(&self.tracker),
+                    Arc::clone(&self.registry),
+                ));
+                thread.push((socket, shared));
+            }
         }
+        let mut workers = Workers::start(sockets, &stop_rx).await?;
         let failback = tokio::spawn(failback::run(
             self.backends.clone(),
             Arc::clone(&self.registry),
@@ -181,9 +192,7 @@ impl Proxy {
 
         drain.set_phase(DrainPhase::Closing);
         let _ = stop_tx.send(true);
-        for accept_loop in loops {
-            let _ = accept_loop.await;
-        }
+        workers.accepting_stopped().await;
         tracing::info!(
             open = self.tracker.count(),
             close_rate = self.drain.close_rate,
@@ -208,8 +217,10 @@ impl Proxy {
                 "drain deadline passed; closing the rest"
             );
         }
-        // Aborted tasks close their sockets when the runtime drops them, which is at once.
+        // Aborted tasks close their sockets when their thread's runtime drops them, which is
+        // at once; whatever a busy thread has not dropped by then goes with its runtime.
         let _ = tokio::time::timeout(CLOSE_SETTLE, self.tracker.all_closed()).await;
+        workers.finish().await;
         drain.set_phase(DrainPhase::Done);
         Ok(Stopped {
             closed_paced,

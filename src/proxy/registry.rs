@@ -46,7 +46,8 @@ impl Registry {
         &self.shards[self.hasher.hash_one(id) as usize % SHARDS]
     }
 
-    /// Spawns a connection's task and registers it.
+    /// Spawns a connection's task on the calling relay thread's runtime and registers it. Its
+    /// abort handle works from any thread, which is how the drain and failback close it.
     pub(crate) fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,

@@ -1,5 +1,6 @@
-//! Socket set-up through socket2: listening sockets with a real backlog, and the options every
-//! relayed stream gets on both sides (TCP_NODELAY, keepalive).
+//! Socket set-up through socket2: listening sockets with a real backlog (a group sharing one
+//! port, one per relay thread), and the options every relayed stream gets on both sides
+//! (TCP_NODELAY, keepalive).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -29,8 +30,46 @@ fn keepalive() -> TcpKeepalive {
 /// keepalive (dead clients must not hold a slot forever) — are set here once: Linux copies them
 /// to every accepted socket, which saves five system calls per connection.
 pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    open_listener(addr, backlog, false)
+}
+
+/// Opens `count` listening sockets on `addr` that share one port through SO_REUSEPORT, one per
+/// relay thread: the kernel spreads new connections over them by a hash of the addresses, and
+/// each thread accepts only from its own. Port 0 means the port the first socket got.
+///
+/// SO_REUSEPORT would also let another process of the same user join the group, so that a
+/// second brokerside started by mistake silently took a share of the clients; a plain bind is
+/// tried first, which fails, as it always did, when anything else holds the port.
+pub fn listen_shared(
+    addr: SocketAddr,
+    backlog: u32,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
+    let first = open_listener(addr, backlog, true)?;
+    let addr = first.local_addr()?;
+    let mut sockets = Vec::with_capacity(count.max(1));
+    sockets.push(first);
+    for _ in 1..count {
+        sockets.push(open_listener(addr, backlog, true)?);
+    }
+    Ok(sockets)
+}
+
+fn open_listener(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     socket.set_tcp_keepalive(&keepalive())?;
@@ -117,6 +156,25 @@ mod tests {
             KEEPALIVE_INTERVAL
         );
         assert_eq!(options.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
+    }
+
+    #[test]
+    fn a_shared_port_takes_its_whole_group_and_nobody_else() {
+        let group = listen_shared("127.0.0.1:0".parse().unwrap(), 16, 3).unwrap();
+        let addr = group[0].local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        assert!(group.iter().all(|s| s.local_addr().unwrap() == addr));
+        // Another group on the same port (a second brokerside) is refused, and so is a plain
+        // listener.
+        let again = listen_shared(addr, 16, 2).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(
+            listen(addr, 16).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        // Once the group is closed the port is free again at once.
+        drop(group);
+        assert_eq!(listen_shared(addr, 16, 2).unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -12,12 +12,14 @@ pub mod http;
 pub mod mqtt;
 pub mod observe;
 pub mod peers;
+pub mod process;
 pub mod raw_mqtt;
 pub mod sidecar;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,10 +56,26 @@ pub struct TestProxy {
     task: Option<JoinHandle<std::io::Result<Stopped>>>,
 }
 
+/// Relay threads of a test proxy whose config does not set `[runtime] relay_threads`: the
+/// default (one per core) would start dozens of threads per test on a large CI host, where the
+/// tests run side by side. Two still spread connections over threads.
+pub const TEST_RELAY_THREADS: usize = 2;
+
+/// Validates `toml` (panicking with its problems), capping the relay threads it leaves unset at
+/// [`TEST_RELAY_THREADS`].
+pub fn test_config(toml: &str) -> Config {
+    let mut config = Config::from_toml(toml).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    if config.runtime.relay_threads.is_none() {
+        config.runtime.relay_threads =
+            NonZeroUsize::new(config.runtime.relay_threads().min(TEST_RELAY_THREADS));
+    }
+    config
+}
+
 /// Validates `toml`, binds every listener (use port 0) and serves until [`TestProxy::stop`]
 /// starts the drain.
 pub fn start_proxy(toml: &str) -> TestProxy {
-    let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    let config = test_config(toml);
     let metrics = Metrics::new();
     let proxy = Proxy::bind(&config, &metrics).expect("bind the proxy's listeners");
     let addrs = config

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brokerside::config::Config;
 use brokerside::metrics::Metrics;
 use brokerside::proxy::Stopped;
 use brokerside::shutdown::DrainControl;
@@ -28,10 +27,10 @@ pub struct TestSidecar {
     task: Option<JoinHandle<std::io::Result<Stopped>>>,
 }
 
-/// Validates `toml`, moves the admin endpoint to 127.0.0.1:0 (listeners should use port 0 too),
+/// Validates `toml` (see [`super::test_config`]), moves the admin endpoint to 127.0.0.1:0 (listeners should use port 0 too),
 /// binds everything and runs the sidecar until its drain finishes.
 pub fn start_sidecar(toml: &str) -> TestSidecar {
-    let mut config = Config::from_toml(toml).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    let mut config = super::test_config(toml);
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
     let sidecar = Sidecar::bind(config).expect("bind the sidecar");
