@@ -49,7 +49,17 @@ async fn two_relay_threads_share_200_short_sessions() {
     let mut process = Process::spawn("relay-threads", &config);
     let (relay, admin) = process.started();
     assert_eq!(metric(admin, "brokerside_connections_active").await, 0.0);
-    let before = process.threads("relay-");
+    // The threads start as the relay starts serving, just after the start-up log line.
+    let before = within("two relay threads", async {
+        loop {
+            let threads = process.threads("relay-");
+            if threads.len() >= 2 {
+                return threads;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let names: Vec<&str> = before.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["relay-0", "relay-1"]);
 
