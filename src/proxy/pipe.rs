@@ -20,7 +20,8 @@ const POOL_PER_THREAD: usize = 16;
 
 /// Pipes open now, lent or pooled.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
-/// Pipes ever lent to a transfer (for tests and diagnostics).
+/// Pipes ever lent to a transfer, counted only in tests (no shared counter on the hot path).
+#[cfg(test)]
 static LENT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -43,6 +44,7 @@ impl Pipe {
             Some(pipe) => pipe,
             None => Pipe::open()?,
         };
+        #[cfg(test)]
         LENT.fetch_add(1, Ordering::Relaxed);
         Some(pipe)
     }

@@ -261,35 +261,30 @@ fn splice_transfer(
     (src, src_side): End<'_>,
     (dst, dst_side): End<'_>,
 ) -> Poll<Step> {
-    let Some(pipe) = Pipe::take() else {
-        return copy_transfer(cx, (src, src_side), (dst, dst_side));
-    };
-    let read = loop {
-        match src.poll_read_ready(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(error)) => {
-                pipe.give_back();
-                return Poll::Ready(Step::failed(src_side, error));
-            }
-            Poll::Pending => {
-                pipe.give_back();
-                return Poll::Pending;
-            }
+    let (pipe, read) = loop {
+        if let Err(error) = ready!(src.poll_read_ready(cx)) {
+            return Poll::Ready(Step::failed(src_side, error));
         }
+        // Borrowed only once bytes are ready: a direction waiting for data holds no pipe.
+        let Some(pipe) = Pipe::take() else {
+            return copy_transfer(cx, (src, src_side), (dst, dst_side));
+        };
         let fd = src.as_raw_fd();
         match src.try_io(Interest::READABLE, || pipe.fill_from(fd)) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Ok(0) => {
+                pipe.give_back();
+                return Poll::Ready(Step::Eof);
+            }
+            Ok(read) => break (pipe, read),
+            // WouldBlock cleared the readiness: wait for the next bytes.
             Err(error) => {
                 pipe.give_back();
-                return Poll::Ready(Step::failed(src_side, error));
+                if error.kind() != io::ErrorKind::WouldBlock {
+                    return Poll::Ready(Step::failed(src_side, error));
+                }
             }
         }
     };
-    if read == 0 {
-        pipe.give_back();
-        return Poll::Ready(Step::Eof);
-    }
     let fd = dst.as_raw_fd();
     let mut left = read;
     while left > 0 {

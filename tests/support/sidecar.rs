@@ -27,8 +27,9 @@ pub struct TestSidecar {
     task: Option<JoinHandle<std::io::Result<Stopped>>>,
 }
 
-/// Validates `toml` (see [`super::test_config`]), moves the admin endpoint to 127.0.0.1:0 (listeners should use port 0 too),
-/// binds everything and runs the sidecar until its drain finishes.
+/// Validates `toml` (see [`super::test_config`]), moves the admin endpoint to 127.0.0.1:0
+/// (listeners should use port 0 too), binds everything and runs the sidecar until its drain
+/// finishes.
 pub fn start_sidecar(toml: &str) -> TestSidecar {
     let mut config = super::test_config(toml);
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
