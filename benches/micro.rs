@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use brokerside::backend::Backend;
 use brokerside::config::Config;
 use brokerside::metrics::Metrics;
-use brokerside::proxy::proxy_protocol::{encode_v1, encode_v2, parse};
+use brokerside::net::proxy_protocol::{encode_v1, encode_v2, parse};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn addresses() -> [(&'static str, SocketAddr, SocketAddr); 2] {

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use brokerside::config::Config;
-use brokerside::sidecar::Sidecar;
+use brokerside::shutdown::{self, StopSignals};
+use brokerside::sidecar::{Sidecar, StartError};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc rather than glibc malloc: the runtime's per-socket registrations are 128-byte aligned
@@ -57,6 +58,13 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
+    // SIGHUP's default action ends the process, and a supervisor may send one the moment it has
+    // rendered a new config, start-up included. Ignored from the first instruction of main until
+    // the runtime's handler takes over (before any port is bound).
+    // SAFETY: signal(2) with SIG_IGN, before any other thread exists; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
@@ -70,19 +78,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config } => {
-            let loaded = match &config {
-                Some(path) => Config::from_file(path),
-                None => Config::embedded_default(),
-            };
-            match loaded {
-                Ok(config) => run(config),
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            }
-        }
+        Command::Run { config } => run(config),
     }
 }
 
@@ -99,10 +95,10 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(file: Option<PathBuf>) -> ExitCode {
     // The relay runs on its own threads (`[runtime] relay_threads`); what is left here (admin,
-    // health checks, discovery, the cluster guard, the drain) is light work that one thread
-    // serves, and it keeps answering while the relay threads are saturated.
+    // health checks, discovery, the cluster guard, reloads, the drain) is light work that one
+    // thread serves, and it keeps answering while the relay threads are saturated.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -114,8 +110,28 @@ fn run(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let sidecar = match Sidecar::bind(config) {
+        // Before anything is bound: from here SIGTERM, SIGINT and SIGHUP no longer take their
+        // default action (ending the process). A SIGTERM that comes during start-up drains
+        // once the sidecar runs; a SIGHUP then finds the config just read.
+        let (mut stop, mut hangup) = match (StopSignals::install(), shutdown::hangup()) {
+            (Ok(stop), Ok(hangup)) => (stop, hangup),
+            (Err(error), _) | (_, Err(error)) => {
+                eprintln!("cannot install signal handlers: {error}");
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        let bound = match &file {
+            Some(path) => Sidecar::bind_file(path),
+            None => Config::embedded_default()
+                .map_err(StartError::from)
+                .and_then(Sidecar::bind),
+        };
+        let sidecar = match bound {
             Ok(sidecar) => sidecar,
+            Err(error @ StartError::Config(_)) => {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
             Err(error) => {
                 eprintln!("{error}");
                 return ExitCode::from(EXIT_START);
@@ -123,11 +139,17 @@ fn run(config: Config) -> ExitCode {
         };
         tracing::info!(admin = %sidecar.admin_addr(), version = env!("CARGO_PKG_VERSION"), "brokerside started");
         let drain = sidecar.drain();
-        tokio::spawn(ignore_sighup());
+        let reloader = sidecar.reloader();
         tokio::spawn(async move {
-            let why = brokerside::shutdown::signal().await;
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP received");
+                reloader.request("SIGHUP");
+            }
+        });
+        tokio::spawn(async move {
+            let why = stop.recv().await;
             drain.start(why);
-            brokerside::shutdown::signal().await;
+            stop.recv().await;
             tracing::warn!("second signal: exiting now");
             std::process::exit(0);
         });
@@ -146,19 +168,4 @@ fn run(config: Config) -> ExitCode {
             }
         }
     })
-}
-
-/// SIGHUP would end the process by default; a config reload is not implemented yet, so it is
-/// logged and otherwise ignored (a supervisor that sends it on a config change keeps a running
-/// sidecar; restart to apply the change).
-async fn ignore_sighup() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        tracing::warn!(
-            "SIGHUP received: config reload is not implemented yet; restart to apply a new config"
-        );
-    }
 }

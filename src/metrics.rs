@@ -1,9 +1,20 @@
 //! The metric registry and its handles. The proxy updates them through cheap atomic handles
 //! resolved once per listener; the admin endpoint only reads the registry.
+//!
+//! Series labelled by something that can go away (a listener, a backend server, a discovered
+//! peer, a discovery source) are owned: each handle set holds a share of its series, and when the
+//! last share is dropped (the peer left, a reload removed the server and its checker stopped) the
+//! series are removed from the registry, so label churn never grows the scrape without bound. A
+//! share taken again before that (a checker restarted with new settings) keeps the series and
+//! their values.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -51,14 +62,62 @@ pub struct Metrics {
     check_failures: IntCounterVec,
     draining: IntGauge,
     closed_by_drain: IntCounter,
+    closed_by_reload: IntCounter,
     moved_by_failback: IntCounter,
     peers: IntGaugeVec,
     discovery_errors: IntCounterVec,
     cluster_partitioned: IntGauge,
+    config_reloads: IntCounterVec,
+    config_last_reload_success: Gauge,
+    owners: Arc<Mutex<HashMap<SeriesKey, Weak<Owner>>>>,
+}
+
+/// The label values of one set of owned series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SeriesKey {
+    /// A listener's connection, refusal, reset and byte series.
+    Listener(String),
+    /// A backend server's connect failures: (backend, server).
+    Server(String, String),
+    /// A backend server's check series: (backend, server).
+    Check(String, String),
+    /// A discovery source's peer gauge and error counter.
+    Source(String),
+}
+
+/// One share of a set of series; the last share dropped removes them.
+struct Owner {
+    key: SeriesKey,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Owner({:?})", self.key)
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let Ok(mut owners) = self.metrics.owners.lock() else {
+            return;
+        };
+        // A share taken after this one's last holder let go (a checker restarted at once) lives
+        // on under the same key: its series stay.
+        if owners
+            .get(&self.key)
+            .is_some_and(|owner| owner.strong_count() > 0)
+        {
+            return;
+        }
+        owners.remove(&self.key);
+        drop(owners);
+        self.metrics.remove_series(&self.key);
+    }
 }
 
 /// The handles one server's health checker updates.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CheckMetrics {
     /// 1 while the server is up, 0 while down.
     pub up: IntGauge,
@@ -66,10 +125,29 @@ pub struct CheckMetrics {
     pub duration: Histogram,
     /// Failed probes.
     pub failures: IntCounter,
+    _owner: Arc<Owner>,
 }
 
-/// The handles one listener's connections update; cloned into each connection.
-#[derive(Clone)]
+/// The handle of one backend server that the connection path updates.
+#[derive(Clone, Debug)]
+pub struct ServerMetrics {
+    /// Failed connection attempts to the server.
+    pub connect_failures: IntCounter,
+    _owner: Arc<Owner>,
+}
+
+/// The handles of one discovery source.
+#[derive(Clone, Debug)]
+pub struct DiscoveryMetrics {
+    /// Peers the source reports now.
+    pub peers: IntGauge,
+    /// Failed refreshes.
+    pub errors: IntCounter,
+    _owner: Arc<Owner>,
+}
+
+/// The handles one listener's connections update; shared by its connections.
+#[derive(Clone, Debug)]
 pub struct ListenerMetrics {
     /// Connections open now.
     pub active: IntGauge,
@@ -84,6 +162,7 @@ pub struct ListenerMetrics {
     pub bytes_to_backend: IntCounter,
     /// Bytes relayed from the backend to clients.
     pub bytes_to_client: IntCounter,
+    _owner: Arc<Owner>,
 }
 
 impl ListenerMetrics {
@@ -193,6 +272,13 @@ impl Metrics {
                     "Connections closed by the drain (paced, or at its deadline).",
                 )),
             ),
+            closed_by_reload: register(
+                &registry,
+                IntCounter::with_opts(opts(
+                    "reload_closed_connections_total",
+                    "Connections closed because a reload removed their listener (paced as the drain is).",
+                )),
+            ),
             moved_by_failback: register(
                 &registry,
                 IntCounter::with_opts(opts(
@@ -223,17 +309,108 @@ impl Metrics {
                     "1 while the broker sees fewer cluster members than a quorum of the expected ones.",
                 )),
             ),
+            config_reloads: counter_vec(
+                &registry,
+                "config_reloads_total",
+                "Config reloads (SIGHUP, POST /reload, a changed file), by result (ok, error).",
+                &["result"],
+            ),
+            config_last_reload_success: register(
+                &registry,
+                Gauge::with_opts(opts(
+                    "config_last_reload_success_timestamp_seconds",
+                    "When the running config was loaded (at start or by the last successful reload), in Unix seconds.",
+                )),
+            ),
+            owners: Arc::default(),
             connections_active,
             registry,
         }
     }
 
+    /// A share of the series under `key`: the one already held, or a new one.
+    fn own(&self, key: SeriesKey) -> Arc<Owner> {
+        let Ok(mut owners) = self.owners.lock() else {
+            // A poisoned map only means a panic elsewhere; the series then stay.
+            return Arc::new(Owner {
+                key,
+                metrics: self.clone(),
+            });
+        };
+        if let Some(owner) = owners.get(&key).and_then(Weak::upgrade) {
+            return owner;
+        }
+        let owner = Arc::new(Owner {
+            key: key.clone(),
+            metrics: self.clone(),
+        });
+        owners.insert(key, Arc::downgrade(&owner));
+        owner
+    }
+
+    /// Removes every series of `key` from the registry.
+    fn remove_series(&self, key: &SeriesKey) {
+        // `remove_label_values` fails only for series that do not exist, which is fine here.
+        match key {
+            SeriesKey::Listener(name) => {
+                let name = name.as_str();
+                let _ = self.connections_active.remove_label_values(&[name]);
+                let _ = self.connections_total.remove_label_values(&[name]);
+                for reason in RefuseReason::ALL {
+                    let _ = self
+                        .connections_refused
+                        .remove_label_values(&[name, reason.label()]);
+                }
+                for side in ["client", "backend"] {
+                    let _ = self.connections_reset.remove_label_values(&[name, side]);
+                }
+                for direction in ["to_backend", "to_client"] {
+                    let _ = self.bytes.remove_label_values(&[name, direction]);
+                }
+            }
+            SeriesKey::Server(backend, server) => {
+                let _ = self
+                    .backend_connect_failures
+                    .remove_label_values(&[backend, server]);
+            }
+            SeriesKey::Check(backend, server) => {
+                let labels = [backend.as_str(), server.as_str()];
+                let _ = self.backend_up.remove_label_values(&labels);
+                let _ = self.check_duration.remove_label_values(&labels);
+                let _ = self.check_failures.remove_label_values(&labels);
+            }
+            SeriesKey::Source(source) => {
+                let _ = self.peers.remove_label_values(&[source]);
+                let _ = self.discovery_errors.remove_label_values(&[source]);
+            }
+        }
+    }
+
     /// The peer-count gauge and error counter of one discovery source, created at zero.
-    pub fn discovery(&self, source: &str) -> (IntGauge, IntCounter) {
-        (
-            self.peers.with_label_values(&[source]),
-            self.discovery_errors.with_label_values(&[source]),
-        )
+    pub fn discovery(&self, source: &str) -> DiscoveryMetrics {
+        DiscoveryMetrics {
+            peers: self.peers.with_label_values(&[source]),
+            errors: self.discovery_errors.with_label_values(&[source]),
+            _owner: self.own(SeriesKey::Source(source.to_string())),
+        }
+    }
+
+    /// Counts one reload, `ok` or not; a successful one also dates the running config.
+    pub fn config_loaded(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        if ok {
+            self.config_dated();
+        }
+    }
+
+    /// Dates the running config now (at start, and on each successful reload).
+    pub fn config_dated(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        self.config_last_reload_success.set(now);
     }
 
     /// 1 while partitioned.
@@ -247,6 +424,7 @@ impl Metrics {
             up: self.backend_up.with_label_values(&[backend, server]),
             duration: self.check_duration.with_label_values(&[backend, server]),
             failures: self.check_failures.with_label_values(&[backend, server]),
+            _owner: self.own(SeriesKey::Check(backend.to_string(), server.to_string())),
         }
     }
 
@@ -258,6 +436,11 @@ impl Metrics {
     /// Connections closed by the drain.
     pub fn closed_by_drain(&self) -> &IntCounter {
         &self.closed_by_drain
+    }
+
+    /// Connections closed because a reload removed their listener.
+    pub fn closed_by_reload(&self) -> &IntCounter {
+        &self.closed_by_reload
     }
 
     /// Connections closed by failback.
@@ -278,13 +461,18 @@ impl Metrics {
             reset_by_backend: self.connections_reset.with_label_values(&[name, "backend"]),
             bytes_to_backend: self.bytes.with_label_values(&[name, "to_backend"]),
             bytes_to_client: self.bytes.with_label_values(&[name, "to_client"]),
+            _owner: self.own(SeriesKey::Listener(name.to_string())),
         }
     }
 
-    /// The counter of failed connects to one backend server.
-    pub fn backend_connect_failures(&self, backend: &str, server: &str) -> IntCounter {
-        self.backend_connect_failures
-            .with_label_values(&[backend, server])
+    /// The handles of one backend server, its series created at zero.
+    pub fn server(&self, backend: &str, server: &str) -> ServerMetrics {
+        ServerMetrics {
+            connect_failures: self
+                .backend_connect_failures
+                .with_label_values(&[backend, server]),
+            _owner: self.own(SeriesKey::Server(backend.to_string(), server.to_string())),
+        }
     }
 
     /// The registry, for the admin endpoint.
@@ -337,5 +525,35 @@ mod tests {
             text.contains("brokerside_bytes_total{direction=\"to_client\",listener=\"mqtt\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn series_go_with_their_last_owner() {
+        let metrics = Metrics::new();
+        let up = "brokerside_backend_up{backend=\"b\",server=\"10.0.0.5:1883\"}";
+        let first = metrics.check("b", "10.0.0.5:1883");
+        first.up.set(1);
+        let second = metrics.check("b", "10.0.0.5:1883");
+        drop(first);
+        assert!(
+            metrics.render().contains(&format!("{up} 1")),
+            "kept while shared"
+        );
+        drop(second);
+        assert!(
+            !metrics.render().contains(up),
+            "removed with the last share"
+        );
+
+        // Taken again afterwards: the series comes back, from zero.
+        let again = metrics.check("b", "10.0.0.5:1883");
+        assert!(metrics.render().contains(&format!("{up} 0")));
+        drop(again);
+
+        let listener = metrics.listener("gone");
+        listener.refused(RefuseReason::Limit);
+        drop(listener);
+        let text = metrics.render();
+        assert!(!text.contains("listener=\"gone\""), "{text}");
     }
 }

@@ -1,11 +1,18 @@
-//! Shutdown: the signals that start it, the drain switch that health and the proxy read, and
-//! the tracking of open connections that it waits for.
+//! Shutdown: the signals that start it (and SIGHUP, which must not end the process), the drain
+//! switch that health and the proxy read, and the drain sequence itself.
 
+use std::io;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, watch};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::DrainConfig;
+use crate::metrics::Metrics;
+use crate::proxy::{Proxy, Registry, Which};
 
 /// Where a drain is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,113 +110,103 @@ impl DrainControl {
     }
 }
 
-/// Counts open connections so shutdown can wait for them to finish.
-#[derive(Debug, Default)]
-pub struct Tracker {
-    open: AtomicUsize,
-    all_closed: Notify,
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Connections closed at the pace of `close_rate`.
+    pub closed_paced: usize,
+    /// Connections still open at the deadline, closed all at once.
+    pub cut_at_deadline: usize,
 }
 
-impl Tracker {
-    /// Counts one more open connection; each call is paired with one [`Tracker::closed`].
-    pub fn opened(&self) {
-        self.open.fetch_add(1, Ordering::Relaxed);
-    }
+/// Time allowed for aborted connection tasks to drop their sockets before the relay threads end.
+const CLOSE_SETTLE: Duration = Duration::from_secs(2);
 
-    /// Counts one connection closed, waking `all_closed` waiters at the last.
-    pub fn closed(&self) {
-        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.all_closed.notify_waiters();
-        }
-    }
+/// The drain sequence, once `control` has started: the listeners keep accepting for `lb_grace`
+/// (health already answers 503), then close; open connections are closed at most `close_rate`
+/// per second; at `deadline` the rest are closed. Returns once no connection is left and the
+/// relay threads have ended.
+pub async fn drain(
+    mut proxy: Proxy,
+    registry: &Registry,
+    control: &DrainControl,
+    config: &DrainConfig,
+    metrics: &Metrics,
+) -> Stopped {
+    let started = Instant::now();
+    let deadline = started + config.deadline;
+    metrics.draining().set(1);
+    tracing::info!(lb_grace = ?config.lb_grace, "draining: health answers 503, listeners stay open for the grace period");
+    tokio::time::sleep_until((started + config.lb_grace).min(deadline)).await;
 
-    /// Connections open now.
-    pub fn count(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// Resolves once no connection is open.
-    pub async fn all_closed(&self) {
-        loop {
-            let notified = self.all_closed.notified();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Paces the closing of connections during a drain: each step says how many to close and how
-/// long to wait before the next step. Waits are stretched by up to half at random, so closes
-/// never come in lockstep and the rate never exceeds `close_rate`.
-#[derive(Debug, Clone, Copy)]
-pub struct ClosePacer {
-    period: Duration,
-    batch: usize,
-}
-
-/// Shortest wait between steps: below this timers cost more than they pace.
-const MIN_PERIOD: Duration = Duration::from_millis(10);
-
-impl ClosePacer {
-    /// A pacer for `rate` connections per second (at least 1).
-    pub fn new(rate: u32) -> ClosePacer {
-        let rate = rate.max(1);
-        let period = Duration::from_secs_f64(1.0 / f64::from(rate)).max(MIN_PERIOD);
-        let batch = (period.as_secs_f64() * f64::from(rate)).floor().max(1.0) as usize;
-        ClosePacer { period, batch }
-    }
-
-    /// The next step for a random `jitter` in 0..1: (wait after closing, how many to close).
-    pub fn step(&self, jitter: f64) -> (Duration, usize) {
-        (
-            self.period.mul_f64(1.0 + 0.5 * jitter.clamp(0.0, 1.0)),
-            self.batch,
+    control.set_phase(DrainPhase::Closing);
+    proxy.stop_accepting_all().await;
+    tracing::info!(
+        open = registry.open(),
+        close_rate = config.close_rate,
+        "listeners closed; closing connections"
+    );
+    let (closed_paced, cut_at_deadline) = registry
+        .close_paced(
+            Which::All,
+            config.close_rate,
+            deadline,
+            metrics.closed_by_drain(),
         )
+        .await;
+    if cut_at_deadline > 0 {
+        tracing::warn!(
+            connections = cut_at_deadline,
+            "drain deadline passed; closing the rest"
+        );
+    }
+    // Aborted tasks close their sockets when their thread's runtime drops them, which is at
+    // once; whatever a busy thread has not dropped by then goes with its runtime.
+    let _ = tokio::time::timeout(CLOSE_SETTLE, registry.all_closed()).await;
+    proxy.finish().await;
+    control.set_phase(DrainPhase::Done);
+    Stopped {
+        closed_paced,
+        cut_at_deadline,
     }
 }
 
-/// Resolves at the next SIGTERM or SIGINT, with the signal's name.
-pub async fn signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!("{name} received");
-    name
+/// SIGTERM and SIGINT, installed before anything is bound so that a signal during start-up
+/// starts the drain (or, before it can, is held) rather than killing the process.
+pub struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (inside a tokio runtime).
+    pub fn install() -> io::Result<StopSignals> {
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT, with the signal's name.
+    pub async fn recv(&mut self) -> &'static str {
+        let name = tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        };
+        tracing::info!("{name} received");
+        name
+    }
+}
+
+/// Installs the SIGHUP handler (inside a tokio runtime): from then on SIGHUP no longer ends the
+/// process. Several signals that arrive before one is handled are one.
+pub fn hangup() -> io::Result<Signal> {
+    signal(SignalKind::hangup())
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_pacer_never_exceeds_the_rate() {
-        for rate in [1, 7, 100, 500, 5_000, 100_000] {
-            let pacer = ClosePacer::new(rate);
-            for jitter in [0.0, 0.3, 1.0] {
-                let (wait, batch) = pacer.step(jitter);
-                assert!(batch >= 1);
-                let per_second = batch as f64 / wait.as_secs_f64();
-                assert!(
-                    per_second <= f64::from(rate) * 1.0001,
-                    "rate {rate}: {per_second}/s"
-                );
-                // and not far below it either: at least two thirds of the rate
-                assert!(
-                    per_second >= f64::from(rate) / 1.5 * 0.99,
-                    "rate {rate}: {per_second}/s"
-                );
-            }
-        }
-    }
+    use super::*;
 
     #[test]
     fn the_drain_switch_flips_once() {
@@ -224,27 +221,5 @@ mod tests {
             control.started_at().map(|(_, why)| why),
             Some("test".to_string())
         );
-    }
-
-    use std::sync::Arc;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn waits_for_the_last_connection() {
-        let tracker = Arc::new(Tracker::default());
-        tracker.all_closed().await;
-        tracker.opened();
-        tracker.opened();
-        let waiter = tokio::spawn({
-            let tracker = Arc::clone(&tracker);
-            async move { tracker.all_closed().await }
-        });
-        tracker.closed();
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        tracker.closed();
-        waiter.await.unwrap();
-        assert_eq!(tracker.count(), 0);
     }
 }

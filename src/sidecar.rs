@@ -1,19 +1,27 @@
-//! The whole sidecar assembled from its parts: the relay's listeners, the health checkers, the
-//! admin endpoint and the drain. Binding is separate from running so that every port is known
-//! (and every bind error reported) before anything serves, and so tests can bind port 0.
+//! The whole sidecar assembled from its parts: the relay's listeners, the runtime snapshot, the
+//! controller with its control tasks, the admin endpoint and the drain. Binding is separate from
+//! running so that every port is known (and every bind error reported) before anything serves,
+//! and so tests can bind port 0.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, TokenSource};
-use crate::discovery::Discovery;
+use crate::admin;
+use crate::cluster::Clustering;
+use crate::config::{Config, ConfigErrors};
 use crate::metrics::Metrics;
-use crate::proxy::{BindError, Proxy, Stopped};
-use crate::shutdown::DrainControl;
-use crate::state::{Clustering, SidecarState};
-use crate::{admin, cluster, health};
+use crate::net::BindError;
+use crate::proxy::{BoundListener, Proxy, Registry};
+use crate::runtime::controller::Parts;
+use crate::runtime::reload::{self, Requests};
+use crate::runtime::{Controller, ListenerSocket, Loaded, Reloader, Runtime, read_secrets};
+use crate::shutdown::{DrainControl, Stopped};
+use crate::state::SidecarState;
 
 /// Backlog of the admin listener: a handful of probes and scrapes at once.
 const ADMIN_BACKLOG: u32 = 128;
@@ -21,69 +29,89 @@ const ADMIN_BACKLOG: u32 = 128;
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The config is invalid, or names a secret that cannot be read.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
     /// A port could not be opened.
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// The drain token could not be read.
-    #[error("admin.drain_token: {0}")]
-    Token(String),
 }
 
 /// A sidecar with every port bound, ready to run.
 pub struct Sidecar {
-    config: Config,
-    discovery: Discovery,
-    proxy: Proxy,
+    bound: Vec<BoundListener>,
     admin: std::net::TcpListener,
     admin_addr: SocketAddr,
+    file: Option<PathBuf>,
+    requests: Requests,
     state: Arc<SidecarState>,
 }
 
 impl Sidecar {
-    /// Binds every listener and the admin endpoint, and reads the drain token.
+    /// Binds every listener and the admin endpoint of `config`, and reads its secrets. A sidecar
+    /// bound this way has no file to reload.
     pub fn bind(config: Config) -> Result<Sidecar, StartError> {
+        let loaded = Loaded {
+            at: SystemTime::now(),
+            file: None,
+            sha256: None,
+        };
+        Sidecar::bind_loaded(config, loaded)
+    }
+
+    /// Reads, validates and binds the config file `path`; SIGHUP, `POST /reload` and
+    /// `watch_config` reload it.
+    pub fn bind_file(path: &Path) -> Result<Sidecar, StartError> {
+        let candidate = reload::load(path, None).map_err(ConfigErrors)?;
+        Sidecar::bind_loaded(candidate.config, candidate.loaded)
+    }
+
+    fn bind_loaded(config: Config, loaded: Loaded) -> Result<Sidecar, StartError> {
+        let secrets = read_secrets(&config).map_err(ConfigErrors)?;
         let metrics = Metrics::new();
-        let proxy = Proxy::bind(&config, &metrics)?;
-        let admin = crate::proxy::listen("admin", config.admin.listen, ADMIN_BACKLOG)?;
-        let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
-        let drain_token = config
-            .admin
-            .drain_token
-            .as_ref()
-            .map(TokenSource::read)
-            .transpose()
-            .map_err(StartError::Token)?;
-        if drain_token.as_deref() == Some("") {
-            return Err(StartError::Token("the token is empty".to_string()));
+        let threads = config.runtime.relay_threads();
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        let mut sockets = HashMap::new();
+        for listener in &config.listeners {
+            let listener = BoundListener::bind(listener, threads)?;
+            let socket = ListenerSocket {
+                id: listener.id,
+                addr: listener.addr,
+                metrics: metrics.listener(&listener.name),
+            };
+            sockets.insert(listener.name.clone(), socket);
+            bound.push(listener);
         }
-        let discovery = Discovery::new(&config.discovery, &config.node);
+        let admin = crate::net::listen("admin", config.admin.listen, ADMIN_BACKLOG)?;
+        let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
+        let file = loaded.file.clone();
+        let runtime = Runtime::build(config, None, &sockets, secrets, loaded, &metrics);
+        metrics.config_dated();
+        let clustering = Clustering {
+            current_node: runtime.self_node.current_node(),
+            ..Clustering::default()
+        };
+        let (reloader, requests) = Reloader::new();
         let state = Arc::new(SidecarState {
-            listeners: proxy.listener_views(),
-            backends: proxy.backends().to_vec(),
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             drain: Arc::new(DrainControl::default()),
             metrics,
-            // The guard fills in the rest when it runs; the node's own name is known now.
-            clustering: Arc::new(ArcSwap::from_pointee(Clustering {
-                current_node: discovery.current_node(),
-                ..Clustering::default()
-            })),
-            fail_when_partitioned: config.cluster.fail_health_when_partitioned,
-            sources: discovery.sources().to_vec(),
-            drain_token,
+            clustering: Arc::new(ArcSwap::from_pointee(clustering)),
+            reloader,
         });
         Ok(Sidecar {
-            discovery,
-            config,
-            proxy,
+            bound,
             admin,
             admin_addr,
+            file,
+            requests,
             state,
         })
     }
 
     /// The address a listener is bound to.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.proxy.local_addr(name)
+        self.bound.iter().find(|b| b.name == name).map(|b| b.addr)
     }
 
     /// The admin endpoint's address.
@@ -96,6 +124,11 @@ impl Sidecar {
         Arc::clone(&self.state.drain)
     }
 
+    /// Asks for reloads (SIGHUP and `POST /reload` do).
+    pub fn reloader(&self) -> Reloader {
+        self.state.reloader.clone()
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> Metrics {
         self.state.metrics.clone()
@@ -103,51 +136,34 @@ impl Sidecar {
 
     /// This node's name as discovery and the cluster guard use it.
     pub fn current_node(&self) -> String {
-        self.discovery.current_node()
+        self.state.runtime.load().self_node.current_node()
     }
 
-    /// Runs until the drain has finished: discovery, health checks, the cluster guard, the
-    /// admin endpoint and the relay.
+    /// Runs until the drain has finished: the relay, discovery, health checks, the cluster
+    /// guard, the admin endpoint and reloads.
     pub async fn run(self) -> std::io::Result<Stopped> {
-        let metrics = &self.state.metrics;
-        let mut tasks = self.discovery.spawn(metrics);
-        tasks.extend(health::spawn_checkers(&self.state.backends, metrics));
-        for backend in &self.state.backends {
-            if let Some(source) = backend
-                .peer_source
-                .as_deref()
-                .and_then(|name| self.discovery.source(name))
-            {
-                tasks.push(health::spawn_peer_sync(
-                    Arc::clone(backend),
-                    source,
-                    metrics.clone(),
-                ));
-            }
-        }
-        let guard_source = self
-            .config
-            .cluster
-            .discovery
-            .as_deref()
-            .and_then(|name| self.discovery.source(name));
-        tasks.extend(cluster::spawn_guard(
-            self.config.cluster.clone(),
-            self.discovery.current_node(),
-            guard_source,
-            Arc::clone(&self.state.clustering),
-            metrics.clone(),
-        ));
-        let admin = tokio::spawn(admin::serve(
-            self.admin,
-            Arc::clone(&self.state),
-            self.config.admin.clone(),
-        ));
-        let stopped = self.proxy.serve(Arc::clone(&self.state.drain)).await;
-        for task in tasks {
-            task.abort();
-        }
+        let state = self.state;
+        let runtime = Arc::clone(&state.runtime);
+        let threads = runtime.load().config.runtime.relay_threads();
+        let registry = Arc::new(Registry::default());
+        let proxy = Proxy::start(threads, Arc::clone(&runtime), Arc::clone(&registry)).await?;
+        let controller = Controller::start(
+            Parts {
+                runtime,
+                proxy,
+                registry,
+                metrics: state.metrics.clone(),
+                clustering: Arc::clone(&state.clustering),
+                drain: Arc::clone(&state.drain),
+                reloader: state.reloader.clone(),
+                file: self.file,
+            },
+            self.bound,
+        );
+        let admin_config = state.runtime.load().config.admin.clone();
+        let admin = tokio::spawn(admin::serve(self.admin, Arc::clone(&state), admin_config));
+        let stopped = controller.run(self.requests).await;
         admin.abort();
-        stopped
+        Ok(stopped)
     }
 }

@@ -1,68 +1,29 @@
-//! What the admin endpoint reads: listeners, backends with their health, the drain, the
-//! cluster view and the metrics. Built once at start-up from the pieces that own the state;
-//! nothing here reaches back into the proxy.
+//! What the admin endpoint reads: the runtime snapshot (listeners, backends with their health,
+//! discovery sources), the drain, the cluster view and the metrics, and the handle that asks
+//! for a reload. Nothing here reaches back into the proxy.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use prometheus::IntGauge;
 
-use crate::backend::Backend;
-use crate::discovery::Source;
+use crate::cluster::Clustering;
 use crate::metrics::Metrics;
+use crate::runtime::{Reloader, Runtime};
 use crate::shutdown::DrainControl;
-
-/// One listener as `/health` shows it.
-#[derive(Debug, Clone)]
-pub struct ListenerView {
-    /// Its name.
-    pub name: String,
-    /// The address it is bound to.
-    pub addr: SocketAddr,
-    /// The backend it relays to.
-    pub backend: String,
-    /// Connections open now.
-    pub active: IntGauge,
-}
-
-/// The `clustering` block of `/health`. Static until peer discovery and the cluster guard fill it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Clustering {
-    /// Whether a cluster guard runs.
-    pub enabled: bool,
-    /// This node's name (e.g. `emqx@10.0.0.5`), empty when unknown.
-    pub current_node: String,
-    /// Nodes the broker reports as running.
-    pub connected_nodes: Vec<String>,
-    /// How many of them.
-    pub node_count: usize,
-    /// This node plus discovered peers.
-    pub expected_nodes: usize,
-    /// floor(expected / 2) + 1.
-    pub quorum: usize,
-    /// Whether this node sees fewer than a quorum.
-    pub partitioned: bool,
-}
 
 /// Everything the admin endpoint reads.
 pub struct SidecarState {
-    /// Listeners in config order.
-    pub listeners: Vec<ListenerView>,
-    /// Backends in config order.
-    pub backends: Vec<Arc<Backend>>,
+    /// The running runtime snapshot: listeners, backends, sources, secrets, its config.
+    pub runtime: Arc<ArcSwap<Runtime>>,
     /// The drain.
     pub drain: Arc<DrainControl>,
     /// The metric registry.
     pub metrics: Metrics,
     /// The cluster view, written by the cluster guard.
     pub clustering: Arc<ArcSwap<Clustering>>,
-    /// Whether a partition makes this node report not ready.
-    pub fail_when_partitioned: bool,
-    /// The discovery sources.
-    pub sources: Vec<Arc<Source>>,
-    /// The token that allows `POST /drain` from other hosts, if one is configured.
-    pub drain_token: Option<String>,
+    /// Asks for a reload (`POST /reload`).
+    pub reloader: Reloader,
 }
 
 impl SidecarState {
@@ -72,14 +33,13 @@ impl SidecarState {
         if self.drain.is_draining() {
             return Err("draining".to_string());
         }
-        for backend in &self.backends {
-            let used = self.listeners.iter().any(|l| l.backend == backend.name);
-            if used {
-                backend.readiness()?;
-            }
-        }
+        let runtime = self.runtime.load();
+        runtime.readiness()?;
         let clustering = self.clustering.load();
-        if self.fail_when_partitioned && clustering.enabled && clustering.partitioned {
+        if runtime.config.cluster.fail_health_when_partitioned
+            && clustering.enabled
+            && clustering.partitioned
+        {
             return Err(format!(
                 "partitioned: the broker sees {} of {} expected nodes, quorum is {}",
                 clustering.node_count, clustering.expected_nodes, clustering.quorum
@@ -90,8 +50,9 @@ impl SidecarState {
 
     /// Every discovered peer with its health, for `/peers`.
     pub fn peers(&self) -> Vec<PeerView> {
+        let runtime = self.runtime.load();
         let mut views = Vec::new();
-        for source in &self.sources {
+        for source in &runtime.sources {
             let set = source.peers();
             for peer in &set.peers {
                 views.push(PeerView {
@@ -99,31 +60,31 @@ impl SidecarState {
                     port: peer.port,
                     node: peer.node.clone(),
                     source: source.name.clone(),
-                    healthy: self.peer_healthy(&source.name, peer.ip),
+                    healthy: peer_healthy(&runtime, &source.name, peer.ip),
                 });
             }
         }
         views
     }
+}
 
-    /// Whether a peer passes the checks of the backends that use its source: `None` when no
-    /// backend checks it.
-    fn peer_healthy(&self, source: &str, ip: IpAddr) -> Option<bool> {
-        let mut seen = None;
-        for backend in self
-            .backends
-            .iter()
-            .filter(|b| b.peer_source.as_deref() == Some(source))
-        {
-            for server in backend.peers.load().iter().filter(|s| s.addr.ip() == ip) {
-                if server.health.report().checked {
-                    let up = server.health.is_up();
-                    seen = Some(seen.unwrap_or(false) || up);
-                }
+/// Whether a peer passes the checks of the backends that use its source: `None` when no backend
+/// checks it.
+fn peer_healthy(runtime: &Runtime, source: &str, ip: IpAddr) -> Option<bool> {
+    let mut seen = None;
+    for backend in runtime
+        .backends
+        .iter()
+        .filter(|b| b.peer_source.as_deref() == Some(source))
+    {
+        for server in backend.peers.load().iter().filter(|s| s.addr.ip() == ip) {
+            if server.health.report().checked {
+                let up = server.health.is_up();
+                seen = Some(seen.unwrap_or(false) || up);
             }
         }
-        seen
     }
+    seen
 }
 
 /// One discovered peer as `/peers` shows it.

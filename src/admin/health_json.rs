@@ -14,6 +14,7 @@ pub(super) fn health(state: &SidecarState) -> Value {
     let readiness = state.readiness();
     let started = state.drain.started_at();
     let clustering = state.clustering.load();
+    let runtime = state.runtime.load();
     json!({
         "status": if readiness.is_ok() { "ok" } else { "unavailable" },
         "reason": readiness.err(),
@@ -23,13 +24,19 @@ pub(super) fn health(state: &SidecarState) -> Value {
             "started_at": started.as_ref().map(|(at, _)| unix_seconds(*at)),
             "why": started.map(|(_, why)| why),
         },
-        "listeners": state.listeners.iter().map(|listener| json!({
+        "config": {
+            "generation": runtime.generation,
+            "loaded_at": unix_seconds(runtime.loaded.at),
+            "file": runtime.loaded.file.as_ref().map(|file| file.display().to_string()),
+            "sha256": runtime.loaded.sha256,
+        },
+        "listeners": runtime.listeners.iter().map(|listener| json!({
             "name": listener.name,
             "address": listener.addr.to_string(),
-            "backend": listener.backend,
-            "active_connections": listener.active.get(),
+            "backend": listener.plan.backend.name,
+            "active_connections": listener.metrics.active.get(),
         })).collect::<Vec<_>>(),
-        "backends": state.backends.iter().map(|backend| backend_json(backend)).collect::<Vec<_>>(),
+        "backends": runtime.backends.iter().map(|backend| backend_json(backend)).collect::<Vec<_>>(),
         "clustering": {
             "enabled": clustering.enabled,
             "current_node": clustering.current_node,
@@ -160,7 +167,7 @@ mod tests {
         );
 
         testing::mark_up(&state);
-        state.listeners[0].active.set(7);
+        state.runtime.load().listeners[0].metrics.active.set(7);
         let json = health(&state);
         assert_eq!(json["status"], "ok");
         assert_eq!(json["reason"], Value::Null);

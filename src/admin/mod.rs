@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::AdminConfig;
-use crate::proxy::{ACCEPT_BACKOFF, is_per_connection};
+use crate::net::{ACCEPT_BACKOFF, is_per_connection};
 use crate::state::SidecarState;
 pub use routes::{Body, route};
 
@@ -97,9 +97,18 @@ async fn serve_connection(
     // Nagle and delayed ACKs.
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |request: Request<Incoming>| {
-        // The body is never needed (POST /drain takes none); hyper discards what is left.
-        let (parts, _body) = request.into_parts();
-        std::future::ready(Ok::<_, Infallible>(route(&parts, peer, &state)))
+        let state = Arc::clone(&state);
+        async move {
+            // The body is never needed (POST /drain and /reload take none); hyper discards
+            // what is left.
+            let (parts, _body) = request.into_parts();
+            let response = if parts.method == hyper::Method::POST && parts.uri.path() == "/reload" {
+                routes::reload(&parts, peer, &state).await
+            } else {
+                route(&parts, peer, &state)
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     if let Err(error) = http.serve_connection(TokioIo::new(stream), service).await {
         // Malformed requests (answered 400 by hyper), header timeouts and resets end here: they
@@ -124,7 +133,7 @@ mod tests {
         max_connections: u32,
     ) -> (SocketAddr, tokio::task::JoinHandle<io::Result<Infallible>>) {
         let config = testing::admin_config(header_timeout, max_connections);
-        let listener = crate::proxy::listen("admin", config.listen, 16).expect("bind port 0");
+        let listener = crate::net::listen("admin", config.listen, 16).expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         (addr, tokio::spawn(serve(listener, state, config)))
     }

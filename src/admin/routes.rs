@@ -11,6 +11,7 @@ use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 
 use super::health_json;
+use crate::runtime::ReloadError;
 use crate::state::SidecarState;
 
 /// The body of every admin reply: small, built in one piece.
@@ -37,7 +38,8 @@ pub fn route(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Respons
         "/haproxy_health" | "/readyz" | "/livez" | "/health" | "/metrics" | "/peers" => {
             not_allowed("GET, HEAD")
         }
-        "/drain" => not_allowed("POST"),
+        // `POST /reload` waits for the reload: the server answers it with [`reload`].
+        "/drain" | "/reload" => not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -102,7 +104,8 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 
 /// Starts the drain if the caller may.
 fn drain(headers: &HeaderMap, peer: SocketAddr, state: &SidecarState) -> Response<Body> {
-    if let Err(why) = drain_allowed(headers, peer, state.drain_token.as_deref()) {
+    let token = state.runtime.load().secrets.admin_token.clone();
+    if let Err(why) = control_allowed("/drain", headers, peer, token.as_deref()) {
         tracing::warn!(%peer, why, "POST /drain refused");
         return text(StatusCode::FORBIDDEN, format!("{why}\n"));
     }
@@ -113,28 +116,78 @@ fn drain(headers: &HeaderMap, peer: SocketAddr, state: &SidecarState) -> Respons
     }
 }
 
-/// Loopback callers may drain; others only with the configured token as a bearer token.
-fn drain_allowed(
+/// Reloads the config file if the caller may (the rule of `POST /drain`): 200 with the new
+/// generation, 400 with every problem of a refused config, 409 when there is nothing to reload
+/// or the node drains. The answer waits for the reload, which takes milliseconds.
+pub async fn reload(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Response<Body> {
+    let token = state.runtime.load().secrets.admin_token.clone();
+    if let Err(why) = control_allowed("/reload", &request.headers, peer, token.as_deref()) {
+        tracing::warn!(%peer, why, "POST /reload refused");
+        return text(StatusCode::FORBIDDEN, format!("{why}\n"));
+    }
+    let outcome = state
+        .reloader
+        .reload(&format!("POST /reload from {peer}"))
+        .await;
+    let (status, body) = match outcome {
+        Ok(reloaded) => (
+            StatusCode::OK,
+            serde_json::json!({
+                "result": "ok",
+                "generation": reloaded.generation,
+                "sha256": reloaded.sha256,
+            }),
+        ),
+        Err(error) => {
+            let status = match error {
+                ReloadError::Refused(_) => StatusCode::BAD_REQUEST,
+                ReloadError::NoFile | ReloadError::Draining => StatusCode::CONFLICT,
+                ReloadError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let problems: Vec<String> = match &error {
+                ReloadError::Refused(problems) => {
+                    problems.iter().map(ToString::to_string).collect()
+                }
+                other => vec![other.to_string()],
+            };
+            let running = state.runtime.load().generation;
+            let body = serde_json::json!({
+                "result": "error",
+                "problems": problems,
+                "generation": running,
+            });
+            (status, body)
+        }
+    };
+    let mut body = body.to_string();
+    body.push('\n');
+    reply(status, JSON, body)
+}
+
+/// Loopback callers may drain and reload; others only with the configured token as a bearer
+/// token.
+fn control_allowed(
+    path: &str,
     headers: &HeaderMap,
     peer: SocketAddr,
     token: Option<&str>,
-) -> Result<(), &'static str> {
+) -> Result<(), String> {
     // `to_canonical` so that 127.0.0.1 seen through a dual-stack `[::]` socket counts as loopback.
     if peer.ip().to_canonical().is_loopback() {
         return Ok(());
     }
     // An empty token would let any `Bearer ` through: treat it as no token.
     let Some(token) = token.filter(|token| !token.is_empty()) else {
-        return Err(
-            "forbidden: POST /drain is accepted from loopback only (no drain token is configured)",
-        );
+        return Err(format!(
+            "forbidden: POST {path} is accepted from loopback only (no drain token is configured)"
+        ));
     };
     match bearer(headers) {
-        None => {
-            Err("forbidden: POST /drain from another host needs `Authorization: Bearer <token>`")
-        }
+        None => Err(format!(
+            "forbidden: POST {path} from another host needs `Authorization: Bearer <token>`"
+        )),
         Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err("forbidden: wrong drain token"),
+        Some(_) => Err("forbidden: wrong drain token".to_string()),
     }
 }
 

@@ -8,12 +8,15 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::backend::Backend;
+use arc_swap::ArcSwap;
+
 use crate::config::{AdminConfig, Config};
 use crate::health::{CheckOutcome, HealthReport, ServerState};
 use crate::metrics::Metrics;
+use crate::runtime::testing::unbound_runtime_with;
+use crate::runtime::{Reloader, Secrets};
 use crate::shutdown::DrainControl;
-use crate::state::{ListenerView, SidecarState};
+use crate::state::SidecarState;
 
 const CONFIG: &str = r#"
 [[listener]]
@@ -34,31 +37,19 @@ kind = "tcp"
 pub(super) fn state(drain_token: Option<&str>) -> (Arc<SidecarState>, SocketAddr) {
     let config = Config::from_toml(CONFIG).expect("the test config is valid");
     let metrics = Metrics::new();
-    let backends: Vec<Arc<Backend>> = config
-        .backends
-        .iter()
-        .map(|backend| Arc::new(Backend::new(backend, &metrics)))
-        .collect();
-    let listeners = config
-        .listeners
-        .iter()
-        .map(|listener| ListenerView {
-            name: listener.name.clone(),
-            addr: listener.listen,
-            backend: config.backend_of(listener).name.clone(),
-            active: metrics.listener(&listener.name).active,
-        })
-        .collect();
     let server = config.backends[0].servers[0];
+    let secrets = Secrets {
+        admin_token: drain_token.map(str::to_string),
+    };
+    let runtime = unbound_runtime_with(config, &metrics, secrets);
+    // Nothing answers reloads here: `POST /reload` reports the sidecar stopped.
+    let (reloader, _requests) = Reloader::new();
     let state = SidecarState {
-        listeners,
-        backends,
+        runtime: Arc::new(ArcSwap::from_pointee(runtime)),
         drain: Arc::new(DrainControl::default()),
         metrics,
         clustering: Arc::default(),
-        fail_when_partitioned: true,
-        sources: Vec::new(),
-        drain_token: drain_token.map(str::to_string),
+        reloader,
     };
     (Arc::new(state), server)
 }
@@ -75,17 +66,19 @@ pub(super) fn mark_down(state: &SidecarState, error: &str) {
 
 fn publish(state: &SidecarState, server_state: ServerState, error: Option<String>) {
     let now = SystemTime::now();
-    state.backends[0].servers[0].health.publish(HealthReport {
-        state: server_state,
-        checked: true,
-        last: Some(CheckOutcome {
-            at: now,
-            latency: Duration::from_micros(1_500),
-            error,
-        }),
-        streak: 3,
-        since: now,
-    });
+    state.runtime.load().backends[0].servers[0]
+        .health
+        .publish(HealthReport {
+            state: server_state,
+            checked: true,
+            last: Some(CheckOutcome {
+                at: now,
+                latency: Duration::from_micros(1_500),
+                error,
+            }),
+            streak: 3,
+            since: now,
+        });
 }
 
 /// An admin config on 127.0.0.1 port 0.

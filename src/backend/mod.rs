@@ -1,20 +1,41 @@
 //! Backend groups at run time: their servers (local first, then backups), the order new
-//! connections try them in, whether the group lets this node report ready, and the source
-//! addresses used towards loopback servers.
+//! connections try them in, whether the group lets this node report ready, the source addresses
+//! used towards loopback servers (`loopback`), and the discovered peers kept in step as backups
+//! (`peers`). A backend is built from its config by [`Backend::build`], which takes each
+//! server's health from whoever carries it across reloads.
 
-mod sources;
+mod loopback;
+mod peers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use prometheus::IntCounter;
 
 use crate::config::{BackendConfig, CheckConfig, ProxyProtocol};
-use crate::health::ServerHealth;
-use crate::metrics::Metrics;
-pub use sources::SourceRotation;
+use crate::health::{CheckTarget, ServerHealth};
+use crate::metrics::{Metrics, ServerMetrics};
+pub use loopback::LoopbackRotation;
+pub use peers::{PeerSettings, spawn_peer_sync};
+
+/// The discovered peers of a backend, swapped whole by its peer sync. Shared by the backends of
+/// successive runtimes that keep the same peer source, so a reload neither empties nor forks it.
+pub type PeerList = ArcSwap<Vec<Arc<Server>>>;
+
+/// A backend's identity for the connection registry: kept across reloads for the same name,
+/// never reused for another, so failback finds the connections of this backend only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendId(pub u32);
+
+impl BackendId {
+    /// An id no backend has had before.
+    pub fn fresh() -> BackendId {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        BackendId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// Whether a server is this node's own broker or a backup (a static or discovered peer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,28 +65,24 @@ pub struct Server {
     pub role: Role,
     /// Its health, written by its checker.
     pub health: Arc<ServerHealth>,
-    /// Failed connection attempts to it.
-    pub connect_failures: IntCounter,
+    /// Its series, removed from `/metrics` once no server object of that address is left.
+    pub metrics: ServerMetrics,
 }
 
 impl Server {
-    /// A server with fresh health: pending (down until it passes its checks) when `checked`.
+    /// A server of `backend` with the given health.
     pub fn new(
         backend: &str,
         addr: SocketAddr,
         role: Role,
-        checked: bool,
+        health: Arc<ServerHealth>,
         metrics: &Metrics,
     ) -> Server {
         Server {
             addr,
             role,
-            health: Arc::new(if checked {
-                ServerHealth::pending()
-            } else {
-                ServerHealth::unchecked()
-            }),
-            connect_failures: metrics.backend_connect_failures(backend, &addr.to_string()),
+            health,
+            metrics: metrics.server(backend, &addr.to_string()),
         }
     }
 }
@@ -73,20 +90,20 @@ impl Server {
 /// A backend group as the proxy uses it.
 #[derive(Debug)]
 pub struct Backend {
+    /// Its identity in the connection registry.
+    pub id: BackendId,
     /// The group's name from the config.
     pub name: String,
     /// Configured servers: local first, then static backups, each in config order.
     pub servers: Vec<Arc<Server>>,
-    /// Backups found by discovery, swapped whole when the peer set changes.
-    pub peers: ArcSwap<Vec<Arc<Server>>>,
+    /// Backups found by discovery.
+    pub peers: Arc<PeerList>,
     /// The discovery source whose peers become `peers`, if any.
     pub peer_source: Option<String>,
-    /// The peers' port for this backend (default: the port discovery found).
-    pub peer_port: Option<u16>,
     /// Time allowed to connect to one server.
     pub connect_timeout: Duration,
     /// Source addresses for connections to loopback servers.
-    pub sources: SourceRotation,
+    pub loopback: LoopbackRotation,
     /// Health checks, if any.
     pub check: Option<CheckConfig>,
     /// The PROXY header this backend's connections (and so its probes) start with.
@@ -98,29 +115,58 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Builds the run-time group from its config, with its metric handles.
-    pub fn new(config: &BackendConfig, metrics: &Metrics) -> Backend {
+    /// Builds the run-time group from its config. `health` gives each configured server its
+    /// health (a fresh one, or the one a previous runtime's server had, so that a reload keeps
+    /// its state); `peers` is the list its peer sync keeps.
+    pub fn build(
+        config: &BackendConfig,
+        id: BackendId,
+        mut health: impl FnMut(SocketAddr) -> Arc<ServerHealth>,
+        peers: Arc<PeerList>,
+        metrics: &Metrics,
+    ) -> Backend {
         let local = config.servers.iter().map(|&addr| (addr, Role::Local));
         let backup = config.backup.iter().map(|&addr| (addr, Role::Backup));
-        let checked = config.check.is_some();
         Backend {
+            id,
             name: config.name.clone(),
             servers: local
                 .chain(backup)
                 .map(|(addr, role)| {
-                    Arc::new(Server::new(&config.name, addr, role, checked, metrics))
+                    Arc::new(Server::new(&config.name, addr, role, health(addr), metrics))
                 })
                 .collect(),
-            peers: ArcSwap::from_pointee(Vec::new()),
+            peers,
             peer_source: config.peers.clone(),
-            peer_port: config.peer_port,
             connect_timeout: config.connect_timeout,
-            sources: SourceRotation::new(&config.loopback_sources),
+            loopback: LoopbackRotation::new(&config.loopback_sources),
             check: config.check.clone(),
             proxy_protocol: config.proxy_protocol,
             ready_on_backup: config.ready_on_backup,
             failback_rate: config.failback_rate,
         }
+    }
+
+    /// A group with fresh health everywhere (checked servers pending) and no peers yet.
+    pub fn new(config: &BackendConfig, metrics: &Metrics) -> Backend {
+        let checked = config.check.is_some();
+        Backend::build(
+            config,
+            BackendId::fresh(),
+            |_| Arc::new(ServerHealth::fresh(checked)),
+            Arc::default(),
+            metrics,
+        )
+    }
+
+    /// What the checker of server `addr` of this group probes; `None` without a check.
+    pub fn check_target(&self, addr: SocketAddr) -> Option<CheckTarget> {
+        Some(CheckTarget {
+            backend: self.name.clone(),
+            server: addr,
+            check: self.check.clone()?,
+            proxy: self.proxy_protocol,
+        })
     }
 
     /// The servers a new connection tries, best first: local servers that are up; if none,

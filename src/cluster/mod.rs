@@ -20,36 +20,37 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
 use crate::config::{ClusterConfig, ClusterMembers};
 use crate::discovery::{PeerSet, Source};
 use crate::metrics::Metrics;
-use crate::state::Clustering;
+use crate::task::Task;
 
 pub use api::{ApiError, MAX_BODY, ask};
-pub use quorum::{ASKS_KEPT_ON_ERROR, Guard, Member, assess, expected, quorum, unknown};
+pub use quorum::{
+    ASKS_KEPT_ON_ERROR, Clustering, Guard, Member, assess, expected, quorum, unknown,
+};
 
 /// Starts the guard task, or `None` when `config.members` is `none`. It asks every
 /// `config.interval`, and at once when `source`'s peers change; each verdict is stored in `out`
 /// and the partitioned gauge of `metrics`. Without a source, this node is the only expected
-/// member and is never partitioned. The task runs until aborted.
+/// member and is never partitioned. The task runs until the returned [`Task`] is dropped.
 pub fn spawn_guard(
     config: ClusterConfig,
     current_node: String,
     source: Option<Arc<Source>>,
     out: Arc<ArcSwap<Clustering>>,
     metrics: Metrics,
-) -> Option<JoinHandle<()>> {
+) -> Option<Task> {
     let members = match config.members {
         ClusterMembers::None => return None,
         ClusterMembers::Emqx => "emqx",
         ClusterMembers::Rabbitmq => "rabbitmq",
     };
     let span = tracing::info_span!("cluster", members, url = %config.url);
-    Some(tokio::spawn(
+    Some(Task::spawn(
         run(config, current_node, source, out, metrics).instrument(span),
     ))
 }
@@ -190,13 +191,7 @@ mod tests {
     struct Running {
         out: Arc<ArcSwap<Clustering>>,
         metrics: Metrics,
-        task: JoinHandle<()>,
-    }
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
+        task: Task,
     }
 
     fn start(config: ClusterConfig, source: Option<Arc<Source>>) -> Running {

@@ -2,7 +2,25 @@
 //! API (or the failure to get one) into the `/health` `clustering` block.
 
 use crate::discovery::PeerSet;
-use crate::state::Clustering;
+
+/// The `clustering` block of `/health`. Static until peer discovery and the cluster guard fill it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clustering {
+    /// Whether a cluster guard runs.
+    pub enabled: bool,
+    /// This node's name (e.g. `emqx@10.0.0.5`), empty when unknown.
+    pub current_node: String,
+    /// Nodes the broker reports as running.
+    pub connected_nodes: Vec<String>,
+    /// How many of them.
+    pub node_count: usize,
+    /// This node plus discovered peers.
+    pub expected_nodes: usize,
+    /// floor(expected / 2) + 1.
+    pub quorum: usize,
+    /// Whether this node sees fewer than a quorum.
+    pub partitioned: bool,
+}
 
 /// Failed asks in a row during which the last verdict stands. One slow answer in the middle of
 /// a partition must not put the node back behind the load balancer; a management API that stays

@@ -249,6 +249,9 @@ pub fn to_toml(config: &Config) -> String {
     if let Some(threads) = config.runtime.relay_threads {
         runtime.insert("relay_threads".into(), Value::Integer(threads.get() as i64));
     }
+    if let Some(every) = config.runtime.watch_config {
+        runtime.insert("watch_config".into(), time(every));
+    }
     doc.insert("runtime".into(), Value::Table(runtime));
 
     toml::to_string(&doc).unwrap_or_else(|e| format!("# cannot render the effective config: {e}\n"))

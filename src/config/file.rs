@@ -126,6 +126,7 @@ pub enum FileSources {
 #[serde(deny_unknown_fields)]
 pub struct FileRuntime {
     pub relay_threads: Option<i64>,
+    pub watch_config: Option<String>,
 }
 
 /// `[drain]`.

@@ -85,6 +85,9 @@ pub struct Config {
 pub struct RuntimeConfig {
     /// Relay worker threads; `None` = one per core this process may use.
     pub relay_threads: Option<NonZeroUsize>,
+    /// How often the config file is read to see whether its content changed (a reload follows);
+    /// `None` = never (reload on SIGHUP or `POST /reload` only).
+    pub watch_config: Option<Duration>,
 }
 
 impl RuntimeConfig {

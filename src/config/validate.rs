@@ -227,8 +227,15 @@ fn runtime(file: &FileRuntime, problems: &mut Problems) -> RuntimeConfig {
             problems,
         )
     });
+    let watch = duration(
+        file.watch_config.as_deref(),
+        "runtime.watch_config",
+        Duration::ZERO,
+        problems,
+    );
     RuntimeConfig {
         relay_threads: relay_threads.and_then(|count| NonZeroUsize::new(count as usize)),
+        watch_config: (!watch.is_zero()).then_some(watch),
     }
 }
 

@@ -6,7 +6,7 @@
 //! - [`Discover`]: one refresh of one source (`dns.rs`, `consul.rs`, `static_list.rs`) and when
 //!   to do the next one.
 //! - `naming.rs`: node names from the `node_name` template, this node's identity.
-//! - `refresh.rs`: [`Discovery`], one task per source publishing its [`PeerSet`].
+//! - `refresh.rs`: [`spawn_refresh`], the task of one source publishing its [`PeerSet`].
 //! - `peers_file.rs`: the `/peers` JSON and the atomically written peers file.
 
 mod consul;
@@ -36,7 +36,7 @@ pub use consul::ConsulSource;
 pub use dns::DnsSource;
 pub use naming::{SelfNode, node_name};
 pub use peers_file::{peers_json, peers_lines, write_peers_file};
-pub use refresh::{Discovery, spawn_source};
+pub use refresh::{spawn_refresh, spawn_source};
 pub use static_list::StaticSource;
 
 /// One discovered peer.

@@ -1,112 +1,57 @@
 //! The refresh loop: one task per source asks it, names the peers, leaves this node out and
 //! publishes the set; on errors it keeps the last good set for `keep_last_good`, then publishes
-//! an empty one. [`Discovery`] builds the sources from the config and starts the tasks.
+//! an empty one. [`spawn_refresh`] starts the task a source's config describes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prometheus::{IntCounter, IntGauge};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::naming::{SelfNode, peers};
 use super::peers_file::write_peers_file;
 use super::{ConsulSource, Discover, DnsSource, Peer, PeerSet, Source, StaticSource};
-use crate::config::{DiscoveryConfig, DiscoveryKind, NodeConfig, PeersFileFormat};
-use crate::metrics::Metrics;
+use crate::config::{DiscoveryConfig, DiscoveryKind, PeersFileFormat};
+use crate::metrics::{DiscoveryMetrics, Metrics};
+use crate::task::Task;
 
-/// The discovery sources of a config and who this node is.
-///
-/// [`Discovery::new`] needs no runtime: the sources exist (empty) from the start, so backends,
-/// `/peers` and the cluster guard can hold them before anything runs. [`Discovery::spawn`]
-/// starts one refresh task per source; abort the handles to stop them.
-#[derive(Debug)]
-pub struct Discovery {
-    sources: Vec<Arc<Source>>,
-    configs: Vec<DiscoveryConfig>,
-    self_node: SelfNode,
-}
-
-impl Discovery {
-    /// The sources of `configs`, empty until spawned; this node from `node`, `$POD_IP` and the
-    /// first source's `node_name` template.
-    pub fn new(configs: &[DiscoveryConfig], node: &NodeConfig) -> Discovery {
-        let template = configs.first().map(|c| c.node_name.as_str());
-        Discovery::with_self_node(configs, SelfNode::from_config(node, template))
-    }
-
-    /// The sources of `configs` for a given identity (tests, or a caller that knows it better).
-    pub fn with_self_node(configs: &[DiscoveryConfig], self_node: SelfNode) -> Discovery {
-        Discovery {
-            sources: configs
-                .iter()
-                .map(|c| Arc::new(Source::new(&c.name)))
-                .collect(),
-            configs: configs.to_vec(),
-            self_node,
+/// Starts the refresh task of the source `config` describes, publishing into `source` (which
+/// outlives the task: a reload that changes the source's settings restarts the task, and whoever
+/// follows `source` keeps following it). `this` is left out of the peers.
+pub fn spawn_refresh(
+    config: &DiscoveryConfig,
+    source: Arc<Source>,
+    this: SelfNode,
+    metrics: &Metrics,
+) -> Task {
+    match &config.kind {
+        DiscoveryKind::Dns(dns) => spawn_source(
+            DnsSource::new(dns, config.interval, config.max_interval),
+            source,
+            config,
+            this,
+            metrics,
+        ),
+        DiscoveryKind::Consul(consul) => {
+            spawn_source(ConsulSource::new(consul), source, config, this, metrics)
         }
-    }
-
-    /// Starts one refresh task per source. Call once, inside the runtime.
-    pub fn spawn(&self, metrics: &Metrics) -> Vec<JoinHandle<()>> {
-        self.configs
-            .iter()
-            .zip(&self.sources)
-            .map(|(config, source)| {
-                let source = Arc::clone(source);
-                let this = self.self_node.clone();
-                match &config.kind {
-                    DiscoveryKind::Dns(dns) => spawn_source(
-                        DnsSource::new(dns, config.interval, config.max_interval),
-                        source,
-                        config,
-                        this,
-                        metrics,
-                    ),
-                    DiscoveryKind::Consul(consul) => {
-                        spawn_source(ConsulSource::new(consul), source, config, this, metrics)
-                    }
-                    DiscoveryKind::Static(list) => {
-                        spawn_source(StaticSource::new(list), source, config, this, metrics)
-                    }
-                }
-            })
-            .collect()
-    }
-
-    /// All sources, in config order.
-    pub fn sources(&self) -> &[Arc<Source>] {
-        &self.sources
-    }
-
-    /// The source named `name`.
-    pub fn source(&self, name: &str) -> Option<Arc<Source>> {
-        self.sources.iter().find(|s| s.name == name).cloned()
-    }
-
-    /// Who this node is.
-    pub fn self_node(&self) -> &SelfNode {
-        &self.self_node
-    }
-
-    /// This node's name for `/health` and the cluster guard (see [`SelfNode::current_node`]).
-    pub fn current_node(&self) -> String {
-        self.self_node.current_node()
+        DiscoveryKind::Static(list) => {
+            spawn_source(StaticSource::new(list), source, config, this, metrics)
+        }
     }
 }
 
 /// Starts the refresh task of one source: `discover` asked in a loop, its answers named with
 /// `config.node_name`, `this` left out, published on `source`, counted in `metrics` and written
-/// to `config.peers_file`. Runs until aborted (a static source ends after its first answer).
+/// to `config.peers_file`. Runs until the returned [`Task`] is dropped (a static source asks
+/// once and then waits).
 pub fn spawn_source<D: Discover + 'static>(
     discover: D,
     source: Arc<Source>,
     config: &DiscoveryConfig,
     this: SelfNode,
     metrics: &Metrics,
-) -> JoinHandle<()> {
-    let (gauge, errors) = metrics.discovery(&config.name);
+) -> Task {
     let refresh = Refresh {
         source,
         template: config.node_name.clone(),
@@ -116,10 +61,9 @@ pub fn spawn_source<D: Discover + 'static>(
             .peers_file
             .clone()
             .map(|path| (path, config.peers_file_format)),
-        gauge,
-        errors,
+        metrics: metrics.discovery(&config.name),
     };
-    tokio::spawn(refresh.run(discover))
+    Task::spawn(refresh.run(discover))
 }
 
 /// One source's refresh task.
@@ -129,8 +73,7 @@ struct Refresh {
     this: SelfNode,
     keep_last_good: Duration,
     peers_file: Option<(PathBuf, PeersFileFormat)>,
-    gauge: IntGauge,
-    errors: IntCounter,
+    metrics: DiscoveryMetrics,
 }
 
 /// The last successful refresh.
@@ -165,11 +108,13 @@ impl Refresh {
                     });
                     match discover.after_success(&found) {
                         Some(pause) => pause,
-                        None => return,
+                        // Nothing to refresh (a static list); the task stays until dropped, since
+                        // it holds the source's series in `/metrics`.
+                        None => std::future::pending().await,
                     }
                 }
                 Err(e) => {
-                    self.errors.inc();
+                    self.metrics.errors.inc();
                     let error = e.to_string();
                     tracing::warn!(source = %name, %error, "discovery refresh failed");
                     let (peers, when) = match &last_good {
@@ -197,7 +142,8 @@ impl Refresh {
         }
     }
 
-    /// Publishes a set, sets the gauge, and rewrites the peers file when the peers changed.
+    /// Rewrites the peers file when the peers changed, then publishes the set and sets the
+    /// gauge: whoever sees the new set finds the file already written.
     async fn publish(
         &self,
         peers: Vec<Peer>,
@@ -205,38 +151,38 @@ impl Refresh {
         error: Option<String>,
         written: &mut Option<Vec<Peer>>,
     ) {
-        self.gauge
-            .set(i64::try_from(peers.len()).unwrap_or(i64::MAX));
         // No file before the first answer: an empty seed list written at start-up would tell a
         // booting broker that it is alone.
         let write = refreshed.is_some() && written.as_ref() != Some(&peers);
+        if let Some((path, format)) = self.peers_file.clone().filter(|_| write) {
+            let name = self.source.name.clone();
+            let to_write = peers.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                write_peers_file(&path, format, &name, &to_write).map_err(|e| (path, e))
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => *written = Some(peers.clone()),
+                // Left as it was: the next refresh tries again.
+                Ok(Err((path, e))) => tracing::warn!(
+                    source = %self.source.name,
+                    path = %path.display(),
+                    error = %e,
+                    "could not write the peers file"
+                ),
+                Err(e) => {
+                    tracing::warn!(source = %self.source.name, error = %e, "peers file writer failed")
+                }
+            }
+        }
+        self.metrics
+            .peers
+            .set(i64::try_from(peers.len()).unwrap_or(i64::MAX));
         self.source.publish(PeerSet {
-            peers: peers.clone(),
+            peers,
             refreshed,
             error,
         });
-        let Some((path, format)) = self.peers_file.clone().filter(|_| write) else {
-            return;
-        };
-        let name = self.source.name.clone();
-        let to_write = peers.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            write_peers_file(&path, format, &name, &to_write).map_err(|e| (path, e))
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => *written = Some(peers),
-            // Left as it was: the next refresh tries again.
-            Ok(Err((path, e))) => tracing::warn!(
-                source = %self.source.name,
-                path = %path.display(),
-                error = %e,
-                "could not write the peers file"
-            ),
-            Err(e) => {
-                tracing::warn!(source = %self.source.name, error = %e, "peers file writer failed")
-            }
-        }
     }
 }
 
@@ -278,7 +224,7 @@ mod tests {
         config: &DiscoveryConfig,
         this: SelfNode,
         metrics: &Metrics,
-    ) -> (Arc<Source>, JoinHandle<()>) {
+    ) -> (Arc<Source>, Task) {
         let DiscoveryKind::Dns(dns) = &config.kind else {
             unreachable!()
         };
@@ -338,7 +284,7 @@ mod tests {
         assert_eq!(nodes(&set), ["emqx@10.0.0.6", "emqx@10.0.0.7"]);
         assert_eq!(set.error, None);
         assert_eq!(set.peers[0].port, 1883);
-        assert_eq!(metrics.discovery("emqx").0.get(), 2);
+        assert_eq!(metrics.discovery("emqx").peers.get(), 2);
         assert_eq!(
             std::fs::read_to_string(&file).unwrap(),
             "emqx@10.0.0.6\nemqx@10.0.0.7\n"
@@ -371,9 +317,9 @@ mod tests {
         dns.set_a("0a000008.addr.dc1.consul", &[]);
         let set = until(&source, Duration::from_secs(3), |s| s.peers.is_empty()).await;
         assert_eq!(set.error, None);
-        assert_eq!(metrics.discovery("emqx").1.get(), 0);
+        assert_eq!(metrics.discovery("emqx").errors.get(), 0);
         assert_eq!(until_file(&file, "").await, "");
-        task.abort();
+        drop(task);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -398,7 +344,8 @@ mod tests {
         let (source, task) = spawn_dns(&config, SelfNode::default(), &metrics);
         let good = until(&source, Duration::from_secs(3), |s| s.refreshed.is_some()).await;
         assert_eq!(nodes(&good), ["emqx@10.0.0.6"]);
-        let (gauge, errors) = metrics.discovery("emqx");
+        let metrics_of_source = metrics.discovery("emqx");
+        let (gauge, errors) = (&metrics_of_source.peers, &metrics_of_source.errors);
 
         // SERVFAIL: counted, the last good set is kept with the error.
         dns.set_mode(Mode::ServFail);
@@ -434,7 +381,7 @@ mod tests {
         assert!(expired.error.is_some());
         assert_eq!(expired.refreshed, good.refreshed);
         assert_eq!(gauge.get(), 0);
-        task.abort();
+        drop(task);
     }
 
     #[tokio::test]
@@ -451,21 +398,19 @@ mod tests {
             }),
         );
         let metrics = Metrics::new();
-        let discovery =
-            Discovery::with_self_node(std::slice::from_ref(&config), SelfNode::default());
-        let tasks = discovery.spawn(&metrics);
+        let source = Arc::new(Source::new("consul"));
+        let task = spawn_refresh(&config, Arc::clone(&source), SelfNode::default(), &metrics);
         tokio::time::sleep(Duration::from_millis(2200)).await;
         let requests = consul.seen().len();
         // At 0 s, after 0.5-1 s, after another 1-2 s: three at most, never a storm.
         assert!((2..=3).contains(&requests), "{requests} requests in 2.2 s");
-        assert_eq!(metrics.discovery("consul").1.get(), requests as u64);
-        let set = discovery.source("consul").unwrap().peers();
+        assert_eq!(metrics.discovery("consul").errors.get(), requests as u64);
+        let set = source.peers();
         assert!(set.error.as_deref().unwrap().contains("HTTP 500"));
 
         // Consul comes back: the next retry finds the instances, then the set follows changes.
         consul.fail_with(None);
         consul.set_instances(&[("node-a", "10.0.0.5", 1883)]);
-        let source = discovery.source("consul").unwrap();
         let set = until(&source, Duration::from_secs(5), |s| s.error.is_none()).await;
         assert_eq!(nodes(&set), ["emqx@10.0.0.5"]);
         consul.set_instances(&[("node-a", "10.0.0.5", 1883), ("node-b", "10.0.0.6", 1883)]);
@@ -475,9 +420,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Nothing changed: the query is held, not repeated.
         assert!(consul.seen().len() <= before + 1);
-        for task in tasks {
-            task.abort();
-        }
+        drop(task);
     }
 
     #[tokio::test]
@@ -488,25 +431,28 @@ mod tests {
             .collect();
         let mut config = config("seeds", DiscoveryKind::Static(peers));
         config.node_name = "app@{host}".into();
-        let node = NodeConfig {
+        let node = crate::config::NodeConfig {
             name: None,
             advertise: Some("10.0.0.7".parse().unwrap()),
         };
-        let discovery = Discovery::new(std::slice::from_ref(&config), &node);
-        assert_eq!(discovery.current_node(), "app@10.0.0.7");
-        assert!(discovery.source("nope").is_none());
+        let this = SelfNode::resolve(&node, Some(&config.node_name), None);
+        assert_eq!(this.current_node(), "app@10.0.0.7");
         let metrics = Metrics::new();
-        let tasks = discovery.spawn(&metrics);
-        for task in tasks {
-            // A static source has nothing to refresh: its task ends after publishing.
-            tokio::time::timeout(Duration::from_secs(2), task)
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        let set = discovery.sources()[0].peers();
+        let source = Arc::new(Source::new("seeds"));
+        let task = spawn_refresh(&config, Arc::clone(&source), this, &metrics);
+        let set = until(&source, Duration::from_secs(2), |s| s.refreshed.is_some()).await;
         assert_eq!(nodes(&set), ["app@10.0.0.5", "app@10.0.0.6"]);
         assert!(set.refreshed.is_some());
-        assert_eq!(metrics.discovery("seeds").0.get(), 2);
+        assert_eq!(metrics.discovery("seeds").peers.get(), 2);
+        // A static source has nothing to refresh: it asks nothing more, and its series stay
+        // while its task does.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished());
+        assert!(
+            metrics
+                .render()
+                .contains("brokerside_peers{source=\"seeds\"} 2")
+        );
+        drop(task);
     }
 }

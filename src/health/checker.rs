@@ -7,59 +7,51 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::task::JoinHandle;
-
 use super::probe::{ProbeError, probe_within};
-use super::state::{RiseFall, Transition};
-use super::status::{CheckOutcome, HealthReport, ServerHealth, ServerState};
-use crate::backend::{Backend, Server};
+use super::report::{CheckOutcome, HealthReport, ServerHealth, ServerState};
+use super::rise_fall::{RiseFall, Transition};
 use crate::config::{CheckConfig, ProxyProtocol};
 use crate::metrics::{CheckMetrics, Metrics};
+use crate::task::Task;
 
-/// Starts one checker task per server of every backend that has a `check`. Each task runs until
-/// aborted through its handle (at shutdown or when a reload replaces the backends); its first
-/// probe runs at once.
-pub fn spawn_checkers(backends: &[Arc<Backend>], metrics: &Metrics) -> Vec<JoinHandle<()>> {
-    backends
-        .iter()
-        .flat_map(|backend| {
-            backend
-                .servers
-                .iter()
-                .filter_map(|server| spawn_checker(backend, server, metrics))
-        })
-        .collect()
+/// What one checker probes and how: plain data, so that a reload can tell whether a server's
+/// check changed (and its checker must restart) or not (and it keeps running).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckTarget {
+    /// The backend the server belongs to (a metric label and a log field).
+    pub backend: String,
+    /// The server's address.
+    pub server: SocketAddr,
+    /// The backend's check settings.
+    pub check: CheckConfig,
+    /// The PROXY header the backend's connections start with, which its probes send too.
+    pub proxy: ProxyProtocol,
 }
 
-/// Starts the checker of one server of `backend` (discovered peers get theirs this way as they
-/// appear); `None` when the backend has no `check`.
-pub fn spawn_checker(
-    backend: &Backend,
-    server: &Server,
-    metrics: &Metrics,
-) -> Option<JoinHandle<()>> {
-    let check = backend.check.as_ref()?;
-    let checker = Checker {
-        backend: backend.name.clone(),
-        server: server.addr,
-        check: check.clone(),
-        proxy: backend.proxy_protocol,
-        health: Arc::clone(&server.health),
-        metrics: metrics.check(&backend.name, &server.addr.to_string()),
-        tracker: Tracker::new(check, server.health.report().since),
-    };
-    Some(tokio::spawn(checker.run()))
+/// Starts the checker of one server, publishing into `health`. It carries on from the verdict
+/// `health` holds (a restarted checker neither drops its server to pending nor forgets its
+/// streak); a fresh, pending `health` starts down. The first probe runs at once; the task runs
+/// until the returned [`Task`] is dropped.
+pub fn spawn_checker(target: CheckTarget, health: Arc<ServerHealth>, metrics: &Metrics) -> Task {
+    let metrics = metrics.check(&target.backend, &target.server.to_string());
+    let history = History::resume(&target.check, &health.report());
+    Task::spawn(
+        Checker {
+            target,
+            health,
+            metrics,
+            history,
+        }
+        .run(),
+    )
 }
 
 /// One server's checker.
 struct Checker {
-    backend: String,
-    server: SocketAddr,
-    check: CheckConfig,
-    proxy: ProxyProtocol,
+    target: CheckTarget,
     health: Arc<ServerHealth>,
     metrics: CheckMetrics,
-    tracker: Tracker,
+    history: History,
 }
 
 impl Checker {
@@ -68,9 +60,9 @@ impl Checker {
         loop {
             let changing = self.check_once().await;
             let pause = if changing {
-                self.check.fast_interval
+                self.target.check.fast_interval
             } else {
-                self.check.interval
+                self.target.check.interval
             };
             tokio::time::sleep(jittered(pause)).await;
         }
@@ -79,11 +71,12 @@ impl Checker {
     /// Runs one probe and publishes its outcome; returns whether the server is changing state.
     async fn check_once(&mut self) -> bool {
         let started = Instant::now();
+        let target = &self.target;
         let result = probe_within(
-            &self.check.kind,
-            self.server,
-            self.proxy,
-            self.check.timeout,
+            &target.check.kind,
+            target.server,
+            target.proxy,
+            target.check.timeout,
         )
         .await;
         let latency = started.elapsed();
@@ -91,18 +84,18 @@ impl Checker {
         if result.is_err() {
             self.metrics.failures.inc();
         }
-        let first = !self.tracker.probed;
-        let (transition, report) = self.tracker.record(result, latency, SystemTime::now());
+        let first = !self.history.probed;
+        let (transition, report) = self.history.record(result, latency, SystemTime::now());
         self.metrics
             .up
             .set(i64::from(report.state == ServerState::Up));
         self.log(transition, first, &report);
         self.health.publish(report);
-        self.tracker.machine.changing()
+        self.history.machine.changing()
     }
 
     fn log(&self, transition: Transition, first: bool, report: &HealthReport) {
-        let (backend, server) = (&self.backend, self.server);
+        let (backend, server) = (&self.target.backend, self.target.server);
         let error = report.last.as_ref().and_then(|last| last.error.as_deref());
         match (transition, error) {
             (Transition::WentUp, _) => {
@@ -127,7 +120,7 @@ impl Checker {
 
 /// The clock-free part of a checker: outcomes in, reports out.
 #[derive(Debug)]
-struct Tracker {
+struct History {
     machine: RiseFall,
     /// When the state last changed.
     since: SystemTime,
@@ -135,12 +128,25 @@ struct Tracker {
     probed: bool,
 }
 
-impl Tracker {
-    fn new(check: &CheckConfig, since: SystemTime) -> Tracker {
-        Tracker {
+impl History {
+    fn new(check: &CheckConfig, since: SystemTime) -> History {
+        History {
             machine: RiseFall::new(check.rise, check.fall),
             since,
             probed: false,
+        }
+    }
+
+    /// Carries on from `report`: a server that has been probed keeps its state and streak; one
+    /// that has not (or was not checked) starts pending.
+    fn resume(check: &CheckConfig, report: &HealthReport) -> History {
+        if !report.checked || report.last.is_none() {
+            return History::new(check, report.since);
+        }
+        History {
+            machine: RiseFall::resume(check.rise, check.fall, report.state, report.streak),
+            since: report.since,
+            probed: true,
         }
     }
 
@@ -181,7 +187,7 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CheckKind, Config};
+    use crate::config::CheckKind;
 
     fn check(rise: u32, fall: u32) -> CheckConfig {
         CheckConfig {
@@ -197,7 +203,7 @@ mod tests {
     #[test]
     fn tracker_reports_each_probe_and_dates_changes() {
         let start = SystemTime::UNIX_EPOCH;
-        let mut tracker = Tracker::new(&check(2, 2), start);
+        let mut tracker = History::new(&check(2, 2), start);
         let at = |s: u64| start + Duration::from_secs(s);
         let ms = Duration::from_millis(3);
 
@@ -260,40 +266,28 @@ mod tests {
         panic!("not within 5s: {what}");
     }
 
+    fn target(server: SocketAddr) -> CheckTarget {
+        CheckTarget {
+            backend: "broker".into(),
+            server,
+            check: CheckConfig {
+                interval: Duration::from_millis(50),
+                fast_interval: Duration::from_millis(20),
+                ..check(2, 2)
+            },
+            proxy: ProxyProtocol::Off,
+        }
+    }
+
     #[tokio::test]
     async fn checker_marks_a_server_up_then_down() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = Config::from_toml(&format!(
-            r#"
-            [[listener]]
-            name = "mqtt"
-            listen = "127.0.0.1:0"
-            backend = "broker"
-            [[backend]]
-            name = "broker"
-            servers = ["{addr}"]
-            [backend.check]
-            kind = "tcp"
-            interval = "50ms"
-            fast_interval = "20ms"
-            timeout = "1s"
-            rise = 2
-            fall = 2
-            "#
-        ))
-        .unwrap();
         let metrics = Metrics::new();
-        let backends: Vec<Arc<Backend>> = config
-            .backends
-            .iter()
-            .map(|b| Arc::new(Backend::new(b, &metrics)))
-            .collect();
-        let health = Arc::clone(&backends[0].servers[0].health);
+        let health = Arc::new(ServerHealth::pending());
         assert!(!health.is_up(), "pending until rise probes pass");
 
-        let tasks = spawn_checkers(&backends, &metrics);
-        assert_eq!(tasks.len(), 1);
+        let task = spawn_checker(target(addr), Arc::clone(&health), &metrics);
         eventually("server up", || health.is_up()).await;
         let report = health.report();
         assert!(report.checked && report.streak >= 2);
@@ -313,9 +307,29 @@ mod tests {
                 .get_sample_count()
                 >= 4
         );
+        drop(task);
+    }
 
-        for task in tasks {
-            task.abort();
-        }
+    /// A reload that changes a check restarts its checker on the same health: the server stays
+    /// up (no flap) and goes down only after `fall` failures of the new checker.
+    #[tokio::test]
+    async fn a_restarted_checker_carries_the_verdict_on() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Metrics::new();
+        let health = Arc::new(ServerHealth::pending());
+        let first = spawn_checker(target(addr), Arc::clone(&health), &metrics);
+        eventually("server up", || health.is_up()).await;
+        drop(first);
+
+        let mut slower = target(addr);
+        slower.check.interval = Duration::from_millis(80);
+        let _second = spawn_checker(slower, Arc::clone(&health), &metrics);
+        assert!(health.is_up(), "restarting the checker kept the server up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(health.is_up());
+        assert!(health.report().streak >= 3, "{:?}", health.report());
+        drop(listener);
+        eventually("server down", || !health.is_up()).await;
     }
 }

@@ -7,20 +7,34 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::listener::ListenerShared;
-use super::proxy_protocol::{self, Inbound};
+use super::registry::Registry;
 use super::relay::{Counters, Relay, RelayEnd, Side};
-use super::socket::shutdown_write;
 use super::upstream;
 use crate::backend::Role;
 use crate::config::ProxyProtocol;
-use crate::metrics::RefuseReason;
+use crate::metrics::{ListenerMetrics, RefuseReason};
+use crate::net::proxy_protocol::{self, Inbound};
+use crate::net::socket::shutdown_write;
+use crate::runtime::{ListenerId, ListenerPlan, Runtime};
 
-/// Holds a connection's place in the listener's count and the shutdown tracker until it ends.
+/// What every connection of one listener on one relay thread shares. One copy per thread keeps
+/// the reference count that every connection takes in that thread's core.
+pub(crate) struct ListenerShared {
+    pub(crate) id: ListenerId,
+    pub(crate) name: String,
+    pub(crate) metrics: ListenerMetrics,
+    pub(crate) registry: Arc<Registry>,
+    /// Where each new connection finds its listener's current plan.
+    pub(crate) runtime: Arc<ArcSwap<Runtime>>,
+}
+
+/// Holds a connection's place in the listener's count and the registry until it ends.
 pub(crate) struct Slot {
     shared: Arc<ListenerShared>,
 }
@@ -29,7 +43,6 @@ impl Slot {
     pub(crate) fn new(shared: Arc<ListenerShared>) -> Slot {
         shared.metrics.active.inc();
         shared.metrics.total.inc();
-        shared.tracker.opened();
         Slot { shared }
     }
 }
@@ -37,14 +50,15 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.metrics.active.dec();
-        self.shared.tracker.closed();
         // Runs inside the connection's task, also when the drain aborts it.
-        self.shared.registry.remove_current();
+        self.shared.registry.closed_current();
     }
 }
 
-/// What set-up hands to the relay: the client, the backend, and which server it is.
-type Opened = Option<(TcpStream, TcpStream)>;
+/// What set-up hands to the relay: the client, the backend, and the idle timeout of the plan
+/// the connection started with. Nothing else of the plan is needed once bytes flow, so an idle
+/// connection holds no reference to any runtime snapshot.
+type Opened = Option<(TcpStream, TcpStream, Option<Duration>)>;
 
 /// One client connection as a task. Written by hand rather than as an `async fn` because an
 /// idle connection holds this for its whole life: set-up state lives in a box that is freed
@@ -60,8 +74,14 @@ pub(crate) enum Connection {
 
 impl Connection {
     /// The task that serves one accepted client until it closes.
-    pub(crate) fn new(client: TcpStream, peer: SocketAddr, slot: Slot) -> Connection {
-        Connection::Opening(Box::pin(open(client, peer, Arc::clone(&slot.shared))), slot)
+    pub(crate) fn new(
+        client: TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+        plan: Arc<ListenerPlan>,
+    ) -> Connection {
+        let open = open(client, peer, Arc::clone(&slot.shared), plan);
+        Connection::Opening(Box::pin(open), slot)
     }
 }
 
@@ -74,11 +94,11 @@ impl Future for Connection {
         loop {
             match this {
                 Connection::Opening(open, _) => match ready!(open.as_mut().poll(cx)) {
-                    Some((client, backend)) => {
+                    Some((client, backend, idle_timeout)) => {
                         if let Connection::Opening(_, slot) =
                             std::mem::replace(this, Connection::Done)
                         {
-                            let relay = Relay::new(client, backend, slot.shared.idle_timeout);
+                            let relay = Relay::new(client, backend, idle_timeout);
                             *this = Connection::Relaying(relay, slot);
                         }
                     }
@@ -134,14 +154,19 @@ fn log_end(relay: &Relay, end: RelayEnd, metrics: &crate::metrics::ListenerMetri
 
 /// Everything before the relay: socket options, the inbound PROXY header, the backend connect and
 /// the outbound PROXY header. `None` when the connection ends here (counted where it is refused).
-async fn open(mut client: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>) -> Opened {
+async fn open(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<ListenerShared>,
+    plan: Arc<ListenerPlan>,
+) -> Opened {
     let metrics = &shared.metrics;
     // TCP_NODELAY and keepalive came with the socket from the listener (Linux copies them on
     // accept): no system call here. The original addresses come from an inbound PROXY header,
     // or from the socket only if a header goes out.
-    let inbound = if shared.accept_proxy_protocol {
+    let inbound = if plan.accept_proxy_protocol {
         let read = proxy_protocol::read_inbound(&mut client);
-        match tokio::time::timeout(shared.proxy_header_timeout, read).await {
+        match tokio::time::timeout(plan.proxy_header_timeout, read).await {
             Ok(Ok(Inbound::Proxied { src, dst })) => Some((src, dst)),
             Ok(Ok(Inbound::Local)) => None,
             Ok(Err(error)) => {
@@ -159,29 +184,29 @@ async fn open(mut client: TcpStream, peer: SocketAddr, shared: Arc<ListenerShare
         None
     };
 
-    let Some((mut backend, server, role)) = upstream::connect(&shared.backend).await else {
-        tracing::warn!(%peer, backend = %shared.backend.name, "no backend server accepted the connection");
+    let Some((mut backend, server, role)) = upstream::connect(&plan.backend).await else {
+        tracing::warn!(%peer, backend = %plan.backend.name, "no backend server accepted the connection");
         metrics.refused(RefuseReason::NoBackend);
         close_cleanly(&client);
         return None;
     };
     if role == Role::Backup {
         tracing::debug!(%peer, %server, "relaying to a backup server");
-        shared.registry.mark_current_on_backup(shared.backend_index);
+        shared.registry.mark_current_on_backup(plan.backend.id);
     }
-    let addresses = match (shared.proxy_protocol, inbound) {
+    let addresses = match (plan.proxy_protocol, inbound) {
         (ProxyProtocol::Off, _) => None,
         (_, Some(addresses)) => Some(addresses),
         (_, None) => Some((peer, client.local_addr().ok()?)),
     };
     if let Some((src, dst)) = addresses
-        && let Some(header) = proxy_protocol::header(shared.proxy_protocol, src, dst)
+        && let Some(header) = proxy_protocol::header(plan.proxy_protocol, src, dst)
         && let Err(error) = backend.write_all(&header).await
     {
         tracing::debug!(%peer, %server, %error, "writing the PROXY header failed");
         return None;
     }
-    Some((client, backend))
+    Some((client, backend, plan.idle_timeout))
 }
 
 /// Ends a connection that is refused before relaying with a FIN rather than a reset: what the
@@ -203,10 +228,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::backend::Backend;
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use crate::shutdown::Tracker;
+    use crate::runtime::testing::unbound_runtime;
 
     /// Every idle connection holds one of these for its whole life: its size is a large part of
     /// the memory an idle MQTT connection costs, so it is guarded here.
@@ -216,19 +240,22 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let config = Config::embedded_default().unwrap();
         let metrics = Metrics::new();
-        let backend = Arc::new(Backend::new(&config.backends[0], &metrics));
-        let tracker = Arc::new(Tracker::default());
-        let listener_metrics = metrics.listener("mqtt");
-        let shared = Arc::new(ListenerShared::new(
-            &config.listeners[0],
-            backend,
-            listener_metrics,
-            tracker,
-            Arc::default(),
-        ));
-        let task = Connection::new(client, "127.0.0.1:1".parse().unwrap(), Slot::new(shared));
+        let runtime = unbound_runtime(Config::embedded_default().unwrap(), &metrics);
+        let plan = Arc::clone(&runtime.listeners[0].plan);
+        let shared = Arc::new(ListenerShared {
+            id: runtime.listeners[0].id,
+            name: "mqtt".to_string(),
+            metrics: metrics.listener("mqtt"),
+            registry: Arc::default(),
+            runtime: Arc::new(arc_swap::ArcSwap::from_pointee(runtime)),
+        });
+        let task = Connection::new(
+            client,
+            "127.0.0.1:1".parse().unwrap(),
+            Slot::new(shared),
+            plan,
+        );
         // tokio rounds a task up to 128-byte steps; at most 128 bytes of future keeps it at 256.
         let size = std::mem::size_of_val(&task);
         assert!(

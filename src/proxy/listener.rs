@@ -1,69 +1,83 @@
-//! A public listener: its bound sockets, the accept loop each relay thread runs on its own, and
-//! the per-listener connection limit (counted across threads).
+//! A public listener: its sockets bound from the config (one per relay thread, sharing the port),
+//! and the accept loop each relay thread runs on its own socket. What a listener keeps is fixed
+//! at bind time (name, sockets, metrics, the registry); what its new connections do comes from
+//! the runtime snapshot, loaded once per accepted connection.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::connection::{self, Connection, Slot};
-use super::registry::Registry;
-use crate::backend::Backend;
-use crate::config::{ListenerConfig, ProxyProtocol};
-use crate::metrics::{ListenerMetrics, RefuseReason};
-use crate::shutdown::Tracker;
+use super::connection::{self, Connection, ListenerShared, Slot};
+use crate::config::ListenerConfig;
+use crate::metrics::RefuseReason;
+use crate::net::{ACCEPT_BACKOFF, BindError, is_per_connection, socket};
+use crate::runtime::ListenerId;
 
-/// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
-pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// What every connection of one listener shares.
-pub(crate) struct ListenerShared {
-    pub(crate) name: String,
-    pub(crate) backend: Arc<Backend>,
-    pub(crate) metrics: ListenerMetrics,
-    pub(crate) proxy_protocol: ProxyProtocol,
-    pub(crate) accept_proxy_protocol: bool,
-    pub(crate) proxy_header_timeout: Duration,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) max_connections: u32,
-    pub(crate) tracker: Arc<Tracker>,
-    pub(crate) registry: Arc<Registry>,
-    /// The backend's index in the config, as the registry records it.
-    pub(crate) backend_index: usize,
+/// What a listener's sockets were bound with: a reload that changes any of it binds anew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindKey {
+    /// The address asked for (port 0 included: it stays the port first given).
+    pub listen: SocketAddr,
+    /// The accept backlog.
+    pub backlog: u32,
 }
 
-impl ListenerShared {
-    pub(crate) fn new(
-        config: &ListenerConfig,
-        backend: Arc<Backend>,
-        metrics: ListenerMetrics,
-        tracker: Arc<Tracker>,
-        registry: Arc<Registry>,
-    ) -> ListenerShared {
-        ListenerShared {
-            name: config.name.clone(),
-            backend,
-            metrics,
-            proxy_protocol: config.proxy_protocol,
-            accept_proxy_protocol: config.accept_proxy_protocol,
-            proxy_header_timeout: config.proxy_header_timeout,
-            idle_timeout: config.idle_timeout,
-            max_connections: config.max_connections,
-            tracker,
-            registry,
-            backend_index: config.backend,
+impl BindKey {
+    /// The key of `config`.
+    pub fn of(config: &ListenerConfig) -> BindKey {
+        BindKey {
+            listen: config.listen,
+            backlog: config.backlog,
         }
     }
 }
 
-/// Accepts clients until `stop` turns true, then drops the listening socket so the port closes.
+/// A listener's sockets, bound and not yet accepting.
+#[derive(Debug)]
+pub struct BoundListener {
+    /// Its identity, new for every bind.
+    pub id: ListenerId,
+    /// Its name.
+    pub name: String,
+    /// What it was bound with.
+    pub key: BindKey,
+    /// The address it is bound to (its real port when the config asked for port 0).
+    pub addr: SocketAddr,
+    pub(crate) sockets: Vec<std::net::TcpListener>,
+}
+
+impl BoundListener {
+    /// Binds `config`'s address once per relay thread (SO_REUSEPORT). Fails naming the listener
+    /// and the address.
+    pub fn bind(config: &ListenerConfig, threads: usize) -> Result<BoundListener, BindError> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let sockets = socket::listen_shared(config.listen, config.backlog, threads)
+            .map_err(|error| BindError::new(&config.name, config.listen, &error))?;
+        let addr = sockets
+            .first()
+            .and_then(|socket| socket.local_addr().ok())
+            .unwrap_or(config.listen);
+        Ok(BoundListener {
+            id: ListenerId(NEXT.fetch_add(1, Ordering::Relaxed)),
+            name: config.name.clone(),
+            key: BindKey::of(config),
+            addr,
+            sockets,
+        })
+    }
+}
+
+/// Accepts clients until `stop` turns true, then drops the listening socket so the port closes
+/// (on this thread: the listener's other threads close theirs alike). `done` is dropped last,
+/// which is how the proxy learns that every thread has let the socket go.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<ListenerShared>,
     mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -73,14 +87,27 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((client, peer)) => {
-                if shared.metrics.active.get() >= i64::from(shared.max_connections) {
+                // The plan is loaded once here and carried through this connection's set-up.
+                let plan = shared
+                    .runtime
+                    .load()
+                    .listener(shared.id)
+                    .map(|listener| Arc::clone(&listener.plan));
+                let Some(plan) = plan else {
+                    // A reload removed this listener and is about to stop this loop.
+                    connection::close_cleanly(&client);
+                    continue;
+                };
+                if shared.metrics.active.get() >= i64::from(plan.max_connections) {
                     shared.metrics.refused(RefuseReason::Limit);
                     tracing::debug!(listener = %shared.name, %peer, "connection limit reached");
                     connection::close_cleanly(&client);
                     continue;
                 }
                 let slot = Slot::new(Arc::clone(&shared));
-                shared.registry.spawn(Connection::new(client, peer, slot));
+                shared
+                    .registry
+                    .spawn(Connection::new(client, peer, slot, plan), shared.id);
             }
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(listener = %shared.name, %error, "accept");
@@ -91,23 +118,6 @@ pub(crate) async fn accept_loop(
             }
         }
     }
-    tracing::info!(listener = %shared.name, "listener closed");
-}
-
-/// Errors that concern one pending connection only, not the listener.
-pub(crate) fn is_per_connection(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
-}
-
-/// A listener's bound sockets (one per relay thread, sharing the port), before they are handed
-/// to the threads.
-pub(crate) struct Bound {
-    pub(crate) config: ListenerConfig,
-    pub(crate) sockets: Vec<std::net::TcpListener>,
-    pub(crate) addr: SocketAddr,
+    drop(listener);
+    drop(done);
 }

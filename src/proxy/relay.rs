@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::pipe::Pipe;
-use super::socket::{set_reset_on_close, shutdown_write};
+use crate::net::socket::{set_reset_on_close, shutdown_write};
 
 /// Bytes read per call: large enough for bulk transfers, borrowed only while data is ready.
 const BUFFER_SIZE: usize = 64 * 1024;

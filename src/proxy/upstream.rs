@@ -5,15 +5,15 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-use super::socket::upstream_socket;
 use crate::backend::{Backend, Role};
+use crate::net::socket::upstream_socket;
 
 /// Connects to the first server of `backend` that accepts, counting each failure on its server.
 /// `None` when every server refused, was unreachable or timed out.
 pub async fn connect(backend: &Backend) -> Option<(TcpStream, SocketAddr, Role)> {
     for server in backend.candidates() {
         let attempt = async {
-            let socket = upstream_socket(server.addr, backend.sources.next_for(server.addr))?;
+            let socket = upstream_socket(server.addr, backend.loopback.next_for(server.addr))?;
             socket.connect(server.addr).await
         };
         match tokio::time::timeout(backend.connect_timeout, attempt).await {
@@ -25,7 +25,7 @@ pub async fn connect(backend: &Backend) -> Option<(TcpStream, SocketAddr, Role)>
                 tracing::debug!(backend = %backend.name, server = %server.addr, "connect timed out");
             }
         }
-        server.connect_failures.inc();
+        server.metrics.connect_failures.inc();
     }
     None
 }

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use brokerside::config::Config;
 use brokerside::metrics::Metrics;
-use brokerside::proxy::{Proxy, Stopped};
-use brokerside::shutdown::DrainControl;
+use brokerside::shutdown::{DrainControl, Stopped};
+use brokerside::sidecar::Sidecar;
 use tokio::task::JoinHandle;
 
 // Not every test file uses both.
@@ -73,26 +73,25 @@ pub fn test_config(toml: &str) -> Config {
 }
 
 /// Validates `toml`, binds every listener (use port 0) and serves until [`TestProxy::stop`]
-/// starts the drain.
+/// starts the drain. The whole sidecar runs, its admin endpoint moved to 127.0.0.1:0; these
+/// tests read the relay's side of it.
 pub fn start_proxy(toml: &str) -> TestProxy {
-    let config = test_config(toml);
-    let metrics = Metrics::new();
-    let proxy = Proxy::bind(&config, &metrics).expect("bind the proxy's listeners");
+    let mut config = test_config(toml);
+    config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let sidecar = Sidecar::bind(config.clone()).expect("bind the proxy's listeners");
     let addrs = config
         .listeners
         .iter()
         .map(|l| {
-            let addr = proxy.local_addr(&l.name).expect("bound listener");
+            let addr = sidecar.listener_addr(&l.name).expect("bound listener");
             (l.name.clone(), addr)
         })
         .collect();
-    let drain = Arc::new(DrainControl::default());
-    let task = tokio::spawn(proxy.serve(Arc::clone(&drain)));
     TestProxy {
         addrs,
-        metrics,
-        drain,
-        task: Some(task),
+        metrics: sidecar.metrics(),
+        drain: sidecar.drain(),
+        task: Some(tokio::spawn(sidecar.run())),
     }
 }
 

@@ -13,6 +13,8 @@ use super::WAIT;
 /// The binary, its JSON log lines forwarded by a thread.
 pub struct Process {
     child: Child,
+    /// The config file it runs.
+    pub config: std::path::PathBuf,
     logs: mpsc::Receiver<serde_json::Value>,
     seen: Vec<serde_json::Value>,
 }
@@ -43,6 +45,7 @@ impl Process {
         });
         Process {
             child,
+            config: path,
             logs,
             seen: Vec::new(),
         }
@@ -50,13 +53,24 @@ impl Process {
 
     /// The field `field` of the first log line with message `message`, waiting up to WAIT.
     pub fn log_field(&mut self, message: &str, field: &str) -> String {
+        let line = self.log_line(message, 1);
+        line["fields"][field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {line}"))
+            .to_string()
+    }
+
+    /// The `nth` (from 1) log line with message `message`, waiting up to WAIT for it.
+    pub fn log_line(&mut self, message: &str, nth: usize) -> serde_json::Value {
         let until = Instant::now() + WAIT;
         loop {
-            if let Some(line) = self.seen.iter().find(|l| l["fields"]["message"] == message) {
-                return line["fields"][field]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no {field} in {line}"))
-                    .to_string();
+            if let Some(line) = self
+                .seen
+                .iter()
+                .filter(|l| l["fields"]["message"] == message)
+                .nth(nth - 1)
+            {
+                return line.clone();
             }
             let left = until.saturating_duration_since(Instant::now());
             let line = self
@@ -80,9 +94,46 @@ impl Process {
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends SIGHUP.
+    pub fn sighup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill -TERM");
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill -{signal}");
+    }
+
+    /// Whether the process has set SIGHUP to be caught or ignored (`/proc/<pid>/status`), so
+    /// that a SIGHUP no longer ends it.
+    pub fn handles_sighup(&self) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let mask = |field: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        let hup = 1u64 << (libc::SIGHUP - 1);
+        (mask("SigCgt:") | mask("SigIgn:")) & hup != 0
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
+    /// Replaces the config file's content, by rename.
+    pub fn rewrite(&self, config: &str) {
+        let next = self.config.with_extension("toml.next");
+        std::fs::write(&next, config).expect("write the next config");
+        std::fs::rename(&next, &self.config).expect("rename it over the config");
     }
 
     /// Waits up to `bound` for the exit status.

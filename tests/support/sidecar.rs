@@ -3,16 +3,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use brokerside::config::Config;
 use brokerside::metrics::Metrics;
-use brokerside::proxy::Stopped;
-use brokerside::shutdown::DrainControl;
+use brokerside::shutdown::{DrainControl, Stopped};
 use brokerside::sidecar::Sidecar;
 use tokio::task::JoinHandle;
 
-use super::http::{Reply, http_get};
+use super::http::{Reply, http_get, http_request};
 use super::{metric_value, within};
 
 /// A sidecar running in the background of the test's runtime.
@@ -35,6 +36,19 @@ pub fn start_sidecar(toml: &str) -> TestSidecar {
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
     let sidecar = Sidecar::bind(config).expect("bind the sidecar");
+    running(sidecar, names)
+}
+
+/// Runs the sidecar of config file `file` as `run --config` does, so that it can reload it. The
+/// file should set `[admin] listen = "127.0.0.1:0"` and `[runtime] relay_threads`.
+pub fn start_sidecar_file(file: &ConfigFile) -> TestSidecar {
+    let config = Config::from_file(&file.path).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+    let sidecar = Sidecar::bind_file(&file.path).expect("bind the sidecar");
+    running(sidecar, names)
+}
+
+fn running(sidecar: Sidecar, names: Vec<String>) -> TestSidecar {
     let addrs = names
         .into_iter()
         .map(|name| {
@@ -60,6 +74,32 @@ impl TestSidecar {
     /// `GET path` on the admin endpoint.
     pub async fn get(&self, path: &str) -> Reply {
         http_get(self.admin, path).await
+    }
+
+    /// `POST /reload` on the admin endpoint.
+    pub async fn reload(&self) -> Reply {
+        http_request(self.admin, "POST", "/reload").await
+    }
+
+    /// The running config's generation, from `/health`.
+    pub async fn generation(&self) -> u64 {
+        let health = self.health().await;
+        health["config"]["generation"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no config.generation in {health}"))
+    }
+
+    /// The address `/health` gives for listener `name`, if it lists one (a listener a reload
+    /// added is found here).
+    pub async fn listener_address(&self, name: &str) -> Option<SocketAddr> {
+        let health = self.health().await;
+        health["listeners"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == name)?["address"]
+            .as_str()?
+            .parse()
+            .ok()
     }
 
     /// Polls `GET path` every 50 ms until it answers `status`, for at most `bound`; returns that
@@ -117,4 +157,35 @@ pub fn fast_check(kind: &str, extra: &str) -> String {
         "[backend.check]\nkind = \"{kind}\"\ninterval = \"200ms\"\nfast_interval = \"100ms\"\n\
          timeout = \"300ms\"\nrise = 2\nfall = 2\n{extra}\n"
     )
+}
+
+/// A config file that a test rewrites as Nomad's template and consul-template do: written whole
+/// to a temporary file and renamed over the old one, so a reader never sees half a file.
+pub struct ConfigFile {
+    /// The file, as given to `--config`.
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    /// A fresh file holding `text`; `tag` keeps tests apart.
+    pub fn new(tag: &str, text: &str) -> ConfigFile {
+        let dir = std::env::temp_dir().join(format!(
+            "brokerside-reload-{tag}-{}-{:?}",
+            std::process::id(),
+            std::time::Instant::now()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let file = ConfigFile {
+            path: dir.join("brokerside.toml"),
+        };
+        file.write(text);
+        file
+    }
+
+    /// Replaces the content with `text`, by rename.
+    pub fn write(&self, text: &str) {
+        let next = self.path.with_extension("toml.next");
+        std::fs::write(&next, text).expect("write the next config");
+        std::fs::rename(&next, &self.path).expect("rename it over the config");
+    }
 }

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 use super::{ProbeError, Step, describe};
 use crate::config::ProxyProtocol;
-use crate::proxy::proxy_protocol::header;
+use crate::net::proxy_protocol::header;
 
 /// Connects to `server` and closes again: the server accepts connections.
 pub(super) async fn probe(

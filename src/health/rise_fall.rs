@@ -1,7 +1,7 @@
 //! The rise/fall state machine: turns a server's stream of probe outcomes into up/down. A plain
 //! type with no clock and no I/O, so that its every path can be walked in a unit test.
 
-use super::status::ServerState;
+use super::report::ServerState;
 
 /// What one outcome did to the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,18 @@ impl RiseFall {
             state: ServerState::Down,
             last: None,
             streak: 0,
+        }
+    }
+
+    /// A machine that carries on from a verdict reached before (a reload changed the check's
+    /// settings): it starts in `state` with `streak` agreeing outcomes, so the server neither
+    /// drops to pending nor takes its new thresholds as already met.
+    pub fn resume(rise: u32, fall: u32, state: ServerState, streak: u32) -> RiseFall {
+        RiseFall {
+            state,
+            last: Some(state == ServerState::Up),
+            streak,
+            ..RiseFall::new(rise, fall)
         }
     }
 
@@ -192,6 +204,21 @@ mod tests {
         assert_eq!(machine.state(), ServerState::Down);
         assert_eq!(machine.observe(true), Transition::WentUp);
         assert_eq!(machine.observe(false), Transition::WentDown);
+    }
+
+    #[test]
+    fn a_resumed_machine_keeps_its_verdict_until_the_new_thresholds_say_otherwise() {
+        let mut machine = RiseFall::resume(2, 3, ServerState::Up, 7);
+        assert_eq!(machine.state(), ServerState::Up);
+        assert_eq!(machine.streak(), 7);
+        assert!(!machine.changing());
+        assert_eq!(feed(&mut machine, &[false, false]), [Transition::Stay; 2]);
+        assert_eq!(machine.observe(false), Transition::WentDown);
+
+        let mut down = RiseFall::resume(2, 3, ServerState::Down, 4);
+        assert!(!down.changing());
+        assert_eq!(down.observe(true), Transition::Stay);
+        assert_eq!(down.observe(true), Transition::WentUp);
     }
 
     #[test]

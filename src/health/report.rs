@@ -71,6 +71,16 @@ impl ServerHealth {
         ServerHealth::with(ServerState::Down, true)
     }
 
+    /// A new server's health: [`pending`](ServerHealth::pending) when `checked`, else
+    /// [`unchecked`](ServerHealth::unchecked).
+    pub fn fresh(checked: bool) -> ServerHealth {
+        if checked {
+            ServerHealth::pending()
+        } else {
+            ServerHealth::unchecked()
+        }
+    }
+
     fn with(state: ServerState, checked: bool) -> ServerHealth {
         ServerHealth {
             up: AtomicBool::new(state == ServerState::Up),

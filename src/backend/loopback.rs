@@ -9,15 +9,15 @@ use crate::config::{AUTO_LOOPBACK_SOURCES, LoopbackSources};
 
 /// Hands out source addresses in turn.
 #[derive(Debug)]
-pub struct SourceRotation {
+pub struct LoopbackRotation {
     v4: Vec<IpAddr>,
     v6: Vec<IpAddr>,
     next: AtomicUsize,
 }
 
-impl SourceRotation {
+impl LoopbackRotation {
     /// The rotation a backend's `loopback_sources` asks for.
-    pub fn new(config: &LoopbackSources) -> SourceRotation {
+    pub fn new(config: &LoopbackSources) -> LoopbackRotation {
         let all: Vec<IpAddr> = match config {
             LoopbackSources::Off => Vec::new(),
             LoopbackSources::Auto => (1..=AUTO_LOOPBACK_SOURCES)
@@ -26,7 +26,7 @@ impl SourceRotation {
             LoopbackSources::List(list) => list.clone(),
         };
         let (v4, v6) = all.into_iter().partition(IpAddr::is_ipv4);
-        SourceRotation {
+        LoopbackRotation {
             v4,
             v6,
             next: AtomicUsize::new(0),
@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn auto_rotates_over_loopback_sources() {
-        let rotation = SourceRotation::new(&LoopbackSources::Auto);
+        let rotation = LoopbackRotation::new(&LoopbackSources::Auto);
         let server: SocketAddr = "127.0.0.1:1883".parse().unwrap();
         let picked: Vec<IpAddr> = (0..33).filter_map(|_| rotation.next_for(server)).collect();
         assert_eq!(picked[0], "127.0.0.1".parse::<IpAddr>().unwrap());
@@ -64,11 +64,11 @@ mod tests {
 
     #[test]
     fn remote_servers_and_other_families_do_not_rotate() {
-        let rotation = SourceRotation::new(&LoopbackSources::Auto);
+        let rotation = LoopbackRotation::new(&LoopbackSources::Auto);
         assert_eq!(rotation.next_for("10.0.0.5:1883".parse().unwrap()), None);
         assert_eq!(rotation.next_for("[::1]:1883".parse().unwrap()), None);
         assert_eq!(
-            SourceRotation::new(&LoopbackSources::Off).next_for("127.0.0.1:1".parse().unwrap()),
+            LoopbackRotation::new(&LoopbackSources::Off).next_for("127.0.0.1:1".parse().unwrap()),
             None
         );
     }
@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn a_configured_list_is_used_in_turn() {
         let list = vec!["127.0.0.7".parse().unwrap(), "127.0.0.9".parse().unwrap()];
-        let rotation = SourceRotation::new(&LoopbackSources::List(list.clone()));
+        let rotation = LoopbackRotation::new(&LoopbackSources::List(list.clone()));
         let server = "127.0.0.1:1883".parse().unwrap();
         let picked: Vec<IpAddr> = (0..4).filter_map(|_| rotation.next_for(server)).collect();
         assert_eq!(picked, [list[0], list[1], list[0], list[1]]);
