@@ -630,3 +630,63 @@ async fn kill_hup_reloads_the_binary_and_is_ignored_while_it_drains() {
     assert_eq!(first_bytes(relay, &mut raw).await, V2_SIGNATURE);
     assert_eq!(process.exit_code(Duration::from_secs(10)).await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_stays_out_while_reloads_restart_the_guard() {
+    use support::emqx_api::{API_KEY, API_SECRET, EmqxApi};
+    let (user_var, password_var) = ("BROKERSIDE_RELOAD_API_KEY", "BROKERSIDE_RELOAD_API_SECRET");
+    // SAFETY: the names are this test's alone, and the environment is read in this process only
+    // through std's `env` functions, which hold the same lock as `set_var`.
+    unsafe {
+        std::env::set_var(user_var, API_KEY);
+        std::env::set_var(password_var, API_SECRET);
+    }
+    let this = "emqx@127.0.0.1";
+    let peers = ["emqx@127.0.0.2", "emqx@127.0.0.3"];
+    let broker = start_rumqttd().await;
+    let api = EmqxApi::start(&[this, peers[0], peers[1]]).await;
+    let config = |interval: &str| {
+        format!(
+            "{}[[listener]]\nname = \"mqtt\"\nlisten = \"127.0.0.1:0\"\nbackend = \"b\"\n\n\
+             [[backend]]\nname = \"b\"\nservers = [\"{}\"]\n{}\n\
+             [[discovery]]\nname = \"emqx\"\nkind = \"static\"\n\
+             peers = [\"127.0.0.2:1883\", \"127.0.0.3:1883\"]\nnode_name = \"emqx@{{ip}}\"\n\n\
+             [node]\nname = \"{this}\"\n\n\
+             [cluster]\nmembers = \"emqx\"\nurl = \"{}\"\ndiscovery = \"emqx\"\n\
+             username_env = \"{user_var}\"\npassword_env = \"{password_var}\"\n\
+             interval = \"{interval}\"\nfail_health_when_partitioned = true\n",
+            head(""),
+            broker.mqtt,
+            fast_check("tcp", ""),
+            api.url(),
+        )
+    };
+    let file = ConfigFile::new("guard", &config("200ms"));
+    let sidecar = start_sidecar_file(&file);
+    sidecar
+        .until_status("/haproxy_health", 200, Duration::from_secs(10))
+        .await;
+    api.set_nodes(&[this], &peers);
+    let out = sidecar
+        .until_status("/haproxy_health", 503, Duration::from_secs(10))
+        .await;
+    assert!(out.body.starts_with("partitioned"), "{out:?}");
+
+    // Each reload restarts the guard (its interval changed); the verdict stands throughout.
+    for i in 0..10 {
+        file.write(&config(if i % 2 == 0 { "300ms" } else { "200ms" }));
+        reload(&sidecar, 200).await;
+        for _ in 0..5 {
+            let reply = sidecar.get("/haproxy_health").await;
+            assert_eq!(
+                reply.status, 503,
+                "reload {i} let a partitioned node in: {reply:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    api.set_nodes(&[this, peers[0], peers[1]], &[]);
+    sidecar
+        .until_status("/haproxy_health", 200, Duration::from_secs(10))
+        .await;
+}

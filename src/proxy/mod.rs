@@ -134,3 +134,93 @@ impl Proxy {
         self.workers.finish().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::{Duration, SystemTime};
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::runtime::{ListenerSocket, Loaded, Secrets};
+
+    /// What a stop and the end of the threads do to a listener and its connections: stopping
+    /// closes the port and nothing else; finishing closes what is left and ends the threads.
+    #[tokio::test]
+    async fn stopping_closes_the_port_and_finishing_closes_the_connections() {
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_addr = backend.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = backend.accept().await {
+                held.push(stream);
+            }
+        });
+        let config = Config::from_toml(&format!(
+            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\nbackend = \"b\"\n\
+             [[backend]]\nname = \"b\"\nservers = [\"{backend_addr}\"]\nloopback_sources = \"off\"\n"
+        ))
+        .unwrap();
+        let metrics = Metrics::new();
+        let bound = BoundListener::bind(&config.listeners[0], 2).unwrap();
+        let addr = bound.addr;
+        let listener_metrics = metrics.listener("l");
+        let sockets = HashMap::from([(
+            "l".to_string(),
+            ListenerSocket {
+                id: bound.id,
+                addr,
+                metrics: listener_metrics.clone(),
+            },
+        )]);
+        let loaded = Loaded {
+            at: SystemTime::now(),
+            file: None,
+            sha256: None,
+        };
+        let runtime = Runtime::build(config, None, &sockets, Secrets::default(), loaded, &metrics);
+        let runtime = Arc::new(ArcSwap::from_pointee(runtime));
+        let registry = Arc::new(Registry::default());
+        let mut proxy = Proxy::start(2, runtime, Arc::clone(&registry))
+            .await
+            .unwrap();
+        let id = bound.id;
+        proxy.accept(bound, listener_metrics.clone());
+
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let relayed = tokio::time::timeout(Duration::from_secs(5), async {
+            while listener_metrics.active.get() < 8 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        relayed.await.expect("8 connections open");
+
+        proxy.stop_accepting(id).await;
+        let refused = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            registry.open(),
+            8,
+            "stopping the listener closed connections"
+        );
+
+        proxy.finish().await;
+        assert_eq!(registry.open(), 0);
+        assert_eq!(listener_metrics.active.get(), 0);
+        for mut client in clients {
+            let mut buf = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf));
+            assert!(
+                matches!(read.await, Ok(Ok(0) | Err(_))),
+                "client still open"
+            );
+        }
+        held.abort();
+    }
+}

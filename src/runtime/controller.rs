@@ -521,12 +521,8 @@ impl Controller {
         };
         let clustering = Arc::clone(&self.clustering);
         let guard_changes = apply(&mut self.guard, vec![((), guard)], |s| {
-            // Until the guard's first verdict (or for good, without a guard) the block says who
-            // this node is and nothing else.
-            clustering.store(Arc::new(Clustering {
-                current_node: s.current_node.clone(),
-                ..Clustering::default()
-            }));
+            // A restarted guard leaves the last verdict standing until its own first one, so a
+            // reload neither hides a partition nor invents one.
             spawn_guard(
                 s.config.clone(),
                 s.current_node.clone(),
@@ -535,8 +531,16 @@ impl Controller {
                 metrics.clone(),
             )
         });
-        if guard_changes.stopped > 0 {
-            self.metrics.cluster_partitioned().set(0);
+        if self.guard.is_empty() {
+            // No guard (any more): the block says who this node is and nothing else.
+            let current_node = runtime.self_node.current_node();
+            if self.clustering.load().current_node != current_node || guard_changes.stopped > 0 {
+                self.clustering.store(Arc::new(Clustering {
+                    current_node,
+                    ..Clustering::default()
+                }));
+                self.metrics.cluster_partitioned().set(0);
+            }
         }
         changes.add(guard_changes);
 
