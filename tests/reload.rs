@@ -690,3 +690,38 @@ async fn a_partitioned_node_stays_out_while_reloads_restart_the_guard() {
         .until_status("/haproxy_health", 200, Duration::from_secs(10))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_keeps_the_server_a_reload_removed() {
+    let mut old = RawBackend::start("127.0.0.1:0").await;
+    let mut new = RawBackend::start("127.0.0.1:0").await;
+    let config = |server: SocketAddr| {
+        format!(
+            "{}[[listener]]\nname = \"mqtt\"\nlisten = \"127.0.0.1:0\"\nbackend = \"b\"\n\n\
+             [[backend]]\nname = \"b\"\nservers = [\"{server}\"]\n",
+            head("")
+        )
+    };
+    let file = ConfigFile::new("inflight", &config(old.addr));
+    let sidecar = start_sidecar_file(&file);
+    let addr = sidecar.addr("mqtt");
+    let mut client = connect(addr).await;
+    let (mut on_old, _) = old.accept().await;
+
+    file.write(&config(new.addr));
+    reload(&sidecar, 200).await;
+    // The open connection still reaches the server it started with, both ways.
+    client.write_all(b"after reload").await.expect("write");
+    assert_eq!(read_n(&mut on_old, 12).await, b"after reload");
+    on_old.write_all(b"reply").await.expect("write");
+    assert_eq!(read_n(&mut client, 5).await, b"reply");
+    // A new one goes to the new server.
+    let mut second = connect(addr).await;
+    second.write_all(b"second").await.expect("write");
+    let (mut on_new, _) = new.accept().await;
+    assert_eq!(read_n(&mut on_new, 6).await, b"second");
+    // The removed server's series are gone while its connection still runs.
+    let text = sidecar.metrics.render();
+    assert!(!text.contains(&old.addr.to_string()), "{text}");
+    assert!(text.contains(&new.addr.to_string()), "{text}");
+}
