@@ -6,6 +6,8 @@
 //! - The tests below assert the values the source documents fix (ports, names, paths, tags).
 //! - A known-bad tree (`tests/fixtures/deploy-bad/`) must be rejected with each expected error.
 //! - Every brokerside config embedded in deploy/ passes `brokerside check-config`.
+//! - The Nomad template reads its live tunables from Consul KV (`keyOrDefault`, rendered here
+//!   with its default), none that needs a restart, and a bad KV value makes a refused config.
 //!
 //! The Kubernetes manifests are also checked by `kubernetes-validate --strict` and yamllint in
 //! `.ci/deploy-checks.sh`.
@@ -561,6 +563,10 @@ fn brokerside_job_owns_the_public_ports_and_outlives_its_drain() {
     assert_eq!(value(check, "port"), hcl::Value::from("admin"));
 
     let task = sub(group, "task");
+    // A re-rendered config is reloaded in-process (SIGHUP), not applied by a draining restart.
+    let template = sub(task, "template");
+    assert_eq!(value(template, "change_mode"), hcl::Value::from("signal"));
+    assert_eq!(value(template, "change_signal"), hcl::Value::from("SIGHUP"));
     let kill = match value(task, "kill_timeout") {
         hcl::Value::String(s) => seconds(&s),
         other => panic!("kill_timeout {other:?}"),
@@ -643,6 +649,29 @@ fn kubernetes_manifests_have_the_headless_service_sidecar_and_probes() {
     ] {
         assert!(sts.contains(needle), "statefulset.yaml lacks {needle:?}");
     }
+    // A ConfigMap update reaches the pod only through a directory mount (a subPath mount never
+    // sees one), and brokerside only learns of it through [runtime] watch_config (no signal).
+    assert!(
+        !sts.lines().any(|l| l.trim_start().starts_with("subPath")),
+        "statefulset.yaml mounts with subPath"
+    );
+    assert!(
+        sts.contains("- name: brokerside-config\n              mountPath: /etc/brokerside\n"),
+        "statefulset.yaml: the ConfigMap is not mounted at /etc/brokerside"
+    );
+    assert!(
+        sts.contains("- --config\n            - /etc/brokerside/brokerside.toml\n"),
+        "statefulset.yaml: --config is not /etc/brokerside/brokerside.toml"
+    );
+    let config: toml::Table = configmap_config()
+        .parse()
+        .unwrap_or_else(|e| panic!("configmap.yaml brokerside.toml: {e}"));
+    let watch = config
+        .get("runtime")
+        .and_then(|r| r.get("watch_config"))
+        .and_then(|w| w.as_str())
+        .unwrap_or_else(|| panic!("configmap.yaml: no [runtime] watch_config"));
+    assert_eq!(watch, "10s");
     let grace: u64 = sts
         .lines()
         .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
@@ -661,66 +690,446 @@ fn configmap_config() -> String {
         .unwrap_or_else(|| panic!("{}: no brokerside.toml block", path.display()))
 }
 
-/// Renders the Nomad template of the brokerside job the way Nomad would for this test:
-/// `{{ env "NOMAD_PORT_<label>" }}` becomes the static port of that label and
-/// `{{ env "NOMAD_IP_<label>" }}` the node's address (a sample one here). Any other template
-/// action is a failure, so a new one has to be added here on purpose.
-fn nomad_brokerside_config() -> String {
+/// A jobspec's variables that have a default, as the values HCL interpolates (`var.<name>`).
+fn jobspec_defaults(service: &str) -> hcl::Map<String, hcl::Value> {
+    let path = deploy(&format!("nomad/modules/{service}/jobspec.nomad.hcl"));
+    let body = parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    body.blocks()
+        .filter(|b| b.identifier.as_str() == "variable")
+        .filter_map(|b| {
+            let default = attr(&b.body, "default")?;
+            Some((labels(b).join(""), hcl::Value::from(default.clone())))
+        })
+        .collect()
+}
+
+/// The `data` of the brokerside job's template as Nomad hands it to consul-template: its HCL
+/// interpolations (`${var.consul_kv_prefix}`) evaluated with the jobspec variables' defaults,
+/// which are also what the Terraform module passes unless told otherwise. An interpolation of
+/// anything else fails here.
+fn nomad_brokerside_template() -> String {
+    use hcl::eval::{Context, Evaluate};
     let job = job("brokerside");
-    let group = sub(&job, "group");
-    let template = sub(sub(group, "task"), "template");
+    let template = sub(sub(sub(&job, "group"), "task"), "template");
     assert_eq!(
         value(template, "destination"),
         hcl::Value::from("local/brokerside.toml")
     );
-    let data = attr(template, "data")
-        .and_then(template_text)
-        .unwrap_or_else(|| panic!("template.data"));
-    let mut rendered = data;
-    for (label, port) in static_ports(group) {
-        rendered = rendered.replace(
-            &format!("{{{{ env \"NOMAD_PORT_{label}\" }}}}"),
-            &port.to_string(),
-        );
-        rendered = rendered.replace(&format!("{{{{ env \"NOMAD_IP_{label}\" }}}}"), "10.0.0.5");
-    }
+    let data = attr(template, "data").unwrap_or_else(|| panic!("template.data"));
     assert!(
-        !rendered.contains("{{"),
-        "unrendered template action in:\n{rendered}"
+        template_text(data).is_some(),
+        "template.data is not a string"
     );
+    let mut ctx = Context::new();
+    ctx.declare_var("var", hcl::Value::Object(jobspec_defaults("brokerside")));
+    match data.evaluate(&ctx) {
+        Ok(hcl::Value::String(s)) => s,
+        Ok(other) => panic!("template.data evaluates to {other:?}"),
+        Err(e) => panic!("template.data: HCL interpolation: {e}"),
+    }
+}
+
+/// A value a Nomad template reads from Consul KV: `{{ keyOrDefault "<key>" "<default>" }}`.
+#[derive(Debug, Clone, PartialEq)]
+struct KvRead {
+    key: String,
+    default: String,
+}
+
+/// A consul-template text rendered for this test, and the KV keys it read.
+#[derive(Debug)]
+struct Rendered {
+    text: String,
+    kv: Vec<KvRead>,
+}
+
+/// A word of a template action: a bare identifier or a Go double-quoted string.
+#[derive(Debug, PartialEq)]
+enum Word {
+    Ident(String),
+    Str(String),
+}
+
+fn action_words(action: &str) -> Result<Vec<Word>, String> {
+    let mut words = Vec::new();
+    let mut chars = action.trim().chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(e @ ('"' | '\\')) => s.push(e),
+                        other => return Err(format!("escape \\{other:?} is not supported here")),
+                    },
+                    Some(c) => s.push(c),
+                    None => return Err("unterminated string".into()),
+                }
+            }
+            words.push(Word::Str(s));
+        } else if c.is_ascii_alphabetic() {
+            let mut s = String::new();
+            while let Some(&c) = chars
+                .peek()
+                .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
+            {
+                s.push(c);
+                chars.next();
+            }
+            words.push(Word::Ident(s));
+        } else {
+            return Err(format!(
+                "{c:?} (pipes, variables, trim markers, ...) is not supported here"
+            ));
+        }
+    }
+    Ok(words)
+}
+
+/// Renders a consul-template text the way Nomad would, as far as this test knows how:
+/// `{{ env "NAME" }}` becomes `env(NAME)` (an unknown name fails) and
+/// `{{ keyOrDefault "key" "default" }}` becomes `kv(key)`, or the default when that is `None`
+/// (the key is absent from Consul). Any other action fails, naming it, so that a new one has
+/// to be taught to this renderer on purpose.
+fn render_consul_template(
+    data: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    kv: &dyn Fn(&str) -> Option<String>,
+) -> Result<Rendered, String> {
+    let mut text = String::new();
+    let mut reads = Vec::new();
+    let mut rest = data;
+    while let Some(open) = rest.find("{{") {
+        text.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after
+            .find("}}")
+            .ok_or_else(|| format!("unterminated template action {{{{{after}"))?;
+        let action = &after[..close];
+        let unknown = |why: String| {
+            format!(
+                "template action {{{{{action}}}}}: {why}; teach render_consul_template to render it"
+            )
+        };
+        let words = action_words(action).map_err(unknown)?;
+        let out = match words.as_slice() {
+            [Word::Ident(f), Word::Str(name)] if f == "env" => env(name)
+                .ok_or_else(|| unknown(format!("env {name:?} is not known to this test")))?,
+            [Word::Ident(f), Word::Str(key), Word::Str(default)] if f == "keyOrDefault" => {
+                reads.push(KvRead {
+                    key: key.clone(),
+                    default: default.clone(),
+                });
+                kv(key).unwrap_or_else(|| default.clone())
+            }
+            _ => return Err(unknown("unknown action".into())),
+        };
+        text.push_str(&out);
+        rest = &after[close + 2..];
+    }
+    text.push_str(rest);
+    Ok(Rendered { text, kv: reads })
+}
+
+/// Renders the brokerside job's template the way Nomad would on a node: `NOMAD_PORT_<label>`
+/// is the static port of that label, `NOMAD_IP_<label>` the node's address (a sample one),
+/// and each Consul KV key read has the value `kv` gives (`None`: absent, so the default).
+fn nomad_brokerside_render(kv: &[(&str, &str)]) -> Rendered {
+    let job = job("brokerside");
+    let ports = static_ports(sub(&job, "group"));
+    let env = |name: &str| {
+        let port = |label: &str| {
+            ports
+                .iter()
+                .find(|(l, _)| l == label)
+                .map(|(_, p)| p.to_string())
+        };
+        if let Some(label) = name.strip_prefix("NOMAD_PORT_") {
+            port(label)
+        } else if let Some(label) = name.strip_prefix("NOMAD_IP_") {
+            port(label).map(|_| "10.0.0.5".to_string())
+        } else {
+            None
+        }
+    };
+    let lookup = |key: &str| {
+        kv.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+    };
+    let rendered = render_consul_template(&nomad_brokerside_template(), &env, &lookup)
+        .unwrap_or_else(|e| panic!("brokerside jobspec template: {e}"));
+    for (key, _) in kv {
+        assert!(
+            rendered.kv.iter().any(|r| r.key == *key),
+            "the template does not read {key}"
+        );
+    }
     rendered
+}
+
+/// The brokerside config as Nomad renders it while no tunable is set in Consul KV.
+fn nomad_brokerside_config() -> String {
+    nomad_brokerside_render(&[]).text
+}
+
+#[test]
+fn template_renderer_knows_env_and_key_or_default_and_refuses_the_rest() {
+    let env = |name: &str| (name == "A").then(|| "1".to_string());
+    let kv = |key: &str| (key == "p/set").then(|| "9".to_string());
+    let ok = render_consul_template(
+        concat!(
+            "a = {{ env \"A\" }}\n",
+            "b = {{keyOrDefault \"p/unset\" \"2s\"}}\n",
+            "c = {{ keyOrDefault \"p/set\" \"3\" }}\n",
+        ),
+        &env,
+        &kv,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.text, "a = 1\nb = 2s\nc = 9\n");
+    assert_eq!(
+        ok.kv,
+        [
+            KvRead {
+                key: "p/unset".into(),
+                default: "2s".into()
+            },
+            KvRead {
+                key: "p/set".into(),
+                default: "3".into()
+            },
+        ]
+    );
+    for bad in [
+        "{{ key \"p/x\" }}",
+        "{{ keyOrDefault \"p/x\" }}",
+        "{{ env \"B\" }}",
+        "{{ keyOrDefault \"p/x\" \"1\" | toJSON }}",
+        "{{- env \"A\" }}",
+        "{{ $x := env \"A\" }}",
+        "{{ range service \"emqx\" }}",
+        "{{ env \"A\"",
+    ] {
+        let err = render_consul_template(bad, &env, &kv)
+            .err()
+            .unwrap_or_else(|| panic!("{bad} was rendered"));
+        assert!(err.contains("template action"), "{bad}: {err}");
+    }
+}
+
+/// The value at a Consul KV key's path in a config: the key without the prefix, split at `/`,
+/// names tables and keys, and an array of tables (`[[listener]]`) is entered by `name`.
+fn toml_at<'a>(config: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
+    let mut segments = path.split('/');
+    let mut here = config.get(segments.next()?)?;
+    for segment in segments {
+        here = match here {
+            toml::Value::Table(t) => t.get(segment)?,
+            toml::Value::Array(entries) => entries
+                .iter()
+                .find(|e| e.get("name").and_then(|n| n.as_str()) == Some(segment))?,
+            _ => return None,
+        };
+    }
+    (!here.is_table() && !here.is_array()).then_some(here)
+}
+
+/// Config keys a live reload cannot take, or that another setting depends on: never from KV.
+const NOT_FROM_KV: [(&str, &str, &str); 5] = [
+    ("runtime", "relay_threads", "needs a restart"),
+    ("admin", "listen", "needs a restart"),
+    ("admin", "max_connections", "needs a restart"),
+    ("admin", "header_timeout", "needs a restart"),
+    ("drain", "deadline", "kill_timeout must outlast it"),
+];
+
+#[test]
+fn brokerside_template_reads_its_tunables_from_consul_kv_with_defaults() {
+    // The prefix: a jobspec variable, a module variable with the same default, passed through.
+    let prefix = match jobspec_defaults("brokerside").get("consul_kv_prefix") {
+        Some(hcl::Value::String(s)) => s.clone(),
+        other => panic!("jobspec variable consul_kv_prefix: default {other:?}"),
+    };
+    assert_eq!(prefix, "brokerside");
+    let m = module("nomad/modules/brokerside");
+    assert_eq!(
+        m.variables.get("consul_kv_prefix").cloned().flatten(),
+        Some(Expression::String(prefix.clone())),
+        "the module's consul_kv_prefix default differs from the jobspec's"
+    );
+    let nomad_job = &block(&m, "resource", &["nomad_job", "brokerside"]).body;
+    let passed = match attr(sub(nomad_job, "hcl2"), "vars") {
+        Some(Expression::Object(vars)) => vars
+            .iter()
+            .find(|(k, _)| {
+                matches!(k, hcl::ObjectKey::Identifier(i) if i.as_str() == "consul_kv_prefix")
+            })
+            .map(|(_, v)| hcl::format::to_string(v).unwrap_or_default()),
+        other => panic!("nomad_job.brokerside hcl2.vars: {other:?}"),
+    };
+    assert_eq!(passed.as_deref(), Some("var.consul_kv_prefix"));
+
+    let rendered = nomad_brokerside_render(&[]);
+    assert!(
+        !rendered.kv.is_empty(),
+        "the template reads nothing from Consul KV: Nomad would never re-render it"
+    );
+    let config: toml::Table = rendered
+        .text
+        .parse()
+        .unwrap_or_else(|e| panic!("rendered config: {e}\n{}", rendered.text));
+    let mut seen = std::collections::BTreeSet::new();
+    for KvRead { key, default } in &rendered.kv {
+        assert!(seen.insert(key.clone()), "{key} is read twice");
+        let path = key
+            .strip_prefix(&format!("{prefix}/"))
+            .unwrap_or_else(|| panic!("{key} is not under {prefix}/"));
+        // The key names the field it sets, and with no key set that field holds the default.
+        let field = toml_at(&config, path)
+            .unwrap_or_else(|| panic!("{key}: {path} is no field of the rendered config"));
+        let shown = match field {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(
+            &shown, default,
+            "{key}: the rendered field is not the default"
+        );
+        for (table, name, why) in NOT_FROM_KV {
+            assert!(
+                !(path.starts_with(&format!("{table}/")) && path.ends_with(&format!("/{name}"))),
+                "{key}: {table}.{name} must not come from Consul KV ({why})"
+            );
+        }
+        assert!(
+            !path.starts_with("admin/") && !path.starts_with("runtime/"),
+            "{key}: [admin] and [runtime] need a restart, not a KV change"
+        );
+    }
+    // The tunables deploy/README.md and the jobspec's comment name.
+    for path in [
+        "drain/close_rate",
+        "listener/mqtt/max_connections",
+        "listener/mqtt/idle_timeout",
+        "backend/broker-mqtt/check/interval",
+        "backend/broker-mqtt/check/fall",
+        "discovery/emqx/interval",
+    ] {
+        let key = format!("{prefix}/{path}");
+        assert!(seen.contains(&key), "the template does not read {key}");
+    }
+    // And from the template's side: no line of [admin] or [runtime], nor drain.deadline, holds
+    // a KV read, whatever key it names.
+    let data = nomad_brokerside_template();
+    let mut table = String::new();
+    for line in data.lines().map(str::trim) {
+        if line.starts_with('[') {
+            table = line.trim_matches(|c| c == '[' || c == ']').to_string();
+            continue;
+        }
+        if !line.contains("keyOrDefault") {
+            continue;
+        }
+        let name = line.split('=').next().unwrap_or("").trim();
+        assert!(
+            table != "admin" && table != "runtime",
+            "[{table}] {name} comes from Consul KV: it needs a restart"
+        );
+        assert!(
+            !NOT_FROM_KV
+                .iter()
+                .any(|(t, n, _)| *t == table && *n == name),
+            "{table}.{name} comes from Consul KV"
+        );
+    }
+}
+
+/// Runs `brokerside check-config` on `config`: `Err` with its output when it refuses it.
+fn check_config(name: &str, config: &str) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("brokerside-deploy-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let path = dir.join(name);
+    std::fs::write(&path, config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let out = Command::new(env!("CARGO_BIN_EXE_brokerside"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("running brokerside: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: exit {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 #[test]
 fn embedded_brokerside_configs_pass_check_config() {
-    let dir = std::env::temp_dir().join(format!("brokerside-deploy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let configs = [
         ("nomad-brokerside.toml", nomad_brokerside_config()),
         ("kubernetes-configmap.toml", configmap_config()),
     ];
-    let mut failures = Vec::new();
-    for (name, config) in &configs {
-        let path = dir.join(name);
-        std::fs::write(&path, config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let out = Command::new(env!("CARGO_BIN_EXE_brokerside"))
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap_or_else(|e| panic!("running brokerside: {e}"));
-        if !out.status.success() {
-            failures.push(format!(
-                "{name}: exit {:?}\nstdout: {}\nstderr: {}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    let failures: Vec<String> = configs
+        .iter()
+        .filter_map(|(name, config)| check_config(name, config).err())
+        .collect();
     assert!(
         failures.is_empty(),
         "check-config refused:\n{}",
         failures.join("\n")
     );
+}
+
+#[test]
+fn a_tunable_put_in_consul_kv_reaches_the_config_and_a_bad_one_is_refused() {
+    // `consul kv put brokerside/drain/close_rate 200`, as deploy/README.md shows.
+    let set = nomad_brokerside_render(&[
+        ("brokerside/drain/close_rate", "200"),
+        ("brokerside/listener/mqtt/idle_timeout", "10m"),
+        ("brokerside/backend/broker-mqtt/check/rise", "3"),
+    ]);
+    let config: toml::Table = set
+        .text
+        .parse()
+        .unwrap_or_else(|e| panic!("rendered config: {e}\n{}", set.text));
+    assert_eq!(
+        toml_at(&config, "drain/close_rate"),
+        Some(&toml::Value::Integer(200))
+    );
+    assert_eq!(
+        toml_at(&config, "listener/mqtt/idle_timeout"),
+        Some(&toml::Value::String("10m".into()))
+    );
+    check_config("nomad-kv-set.toml", &set.text).unwrap_or_else(|e| panic!("{e}"));
+    // A bad value makes a file brokerside refuses (a reload keeps the running config): not
+    // TOML at all, or a field that does not validate.
+    for (key, bad, expect) in [
+        ("brokerside/drain/close_rate", "fast", "TOML"),
+        (
+            "brokerside/backend/broker-mqtt/check/interval",
+            "soon",
+            "check.interval",
+        ),
+        (
+            "brokerside/listener/wss/max_connections",
+            "0",
+            "max_connections",
+        ),
+    ] {
+        let rendered = nomad_brokerside_render(&[(key, bad)]);
+        let err = check_config("nomad-kv-bad.toml", &rendered.text)
+            .err()
+            .unwrap_or_else(|| panic!("{key} = {bad:?} was accepted"));
+        assert!(err.contains(expect), "{key} = {bad:?}: {err}");
+    }
 }

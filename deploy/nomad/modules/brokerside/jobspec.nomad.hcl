@@ -11,6 +11,12 @@ variable "brokerside_image" {
   type = string
 }
 
+# Consul KV prefix of the live tunables the config template reads (see the template below).
+variable "consul_kv_prefix" {
+  type    = string
+  default = "brokerside"
+}
+
 job "brokerside" {
   datacenters = var.datacenters
   type        = "system"
@@ -76,12 +82,50 @@ job "brokerside" {
       kill_timeout = "150s"
 
       template {
-        destination   = "local/brokerside.toml"
-        # A changed config restarts the task (drain first): brokerside does not reload on
-        # SIGHUP yet.
-        change_mode   = "restart"
+        destination = "local/brokerside.toml"
+        # A re-rendered config is applied in-process: Nomad writes the file and sends SIGHUP,
+        # brokerside reloads it without a drain, and connected clients stay connected (no
+        # reconnect storm, unlike change_mode = "restart", which drains the node).
+        #
+        # Nomad re-renders only when data the template reads changes during the allocation. So
+        # the values operators tune at run time are read from Consul KV under
+        # var.consul_kv_prefix (default "brokerside"), each with an inline default:
+        # {{ keyOrDefault "brokerside/drain/close_rate" "500" }} renders "500" while the key is
+        # absent and watches the key. Keys follow the TOML path, [[table]] entries by name:
+        #   brokerside/listener/<mqtt|mqtts|ws|wss>/max_connections     (default 500000)
+        #   brokerside/listener/<mqtt|mqtts|ws|wss>/idle_timeout        ("0s" = none)
+        #   brokerside/backend/broker-mqtt/check/{interval,timeout,rise,fall}  (2s, 1s, 2, 3)
+        #   brokerside/backend/broker-mqtt/failback_rate                (50 per second)
+        #   brokerside/discovery/emqx/interval                          (5s)
+        #   brokerside/drain/close_rate                                 (500 per second)
+        # `consul kv put brokerside/drain/close_rate 200` -> Nomad re-renders this file and,
+        # after a random wait of up to `splay` (default 5s, so the nodes do not all reload in
+        # the same instant), sends SIGHUP; brokerside reloads it live. Check
+        # brokerside_config_reloads_total{result="ok"} and `GET /health` config.generation.
+        # `consul kv delete` goes back to the default the same way. A new idle_timeout applies
+        # to new connections; a lower max_connections refuses new clients, never closes any.
+        #
+        # A bad value (`consul kv put brokerside/drain/close_rate fast`) is refused: the running
+        # config stays, brokerside logs a WARN "config reload refused" and counts
+        # brokerside_config_reloads_total{result="error"}. Nomad has written the bad file all
+        # the same, so a task restart (a crash, `nomad alloc restart`) would start from it and
+        # fail: fix the KV value (or delete the key) to recover, which re-renders and reloads.
+        #
+        # Not in KV, on purpose: runtime.relay_threads and the admin listener settings
+        # (admin.listen, admin.max_connections, admin.header_timeout) need a restart, and
+        # brokerside refuses a reload that changes them; [drain] deadline, because kill_timeout
+        # above must outlast it. Change those here and re-run the job (`nomad job run`,
+        # `terraform apply`): editing the template is a task change, so Nomad replaces the
+        # allocation (SIGTERM, drain, new task), one node at a time (update.max_parallel = 1).
+        #
+        # Reading KV needs the Nomad client's Consul integration (as the service registration
+        # does) and, with Consul ACLs, read access to the prefix for the token Nomad's templates
+        # use: key_prefix "brokerside/" { policy = "read" }.
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
         data          = <<-EOT
           # brokerside on an EMQX node; rendered by Nomad from the brokerside job's template block.
+          # Live tunables come from Consul KV under ${var.consul_kv_prefix}/ (see the jobspec).
           [admin]
           listen = "0.0.0.0:{{ env "NOMAD_PORT_admin" }}"
 
@@ -89,23 +133,29 @@ job "brokerside" {
           name = "mqtt"
           listen = "0.0.0.0:{{ env "NOMAD_PORT_mqtt" }}"
           backend = "broker-mqtt"
-          max_connections = 500000
-          idle_timeout = "0s"
+          max_connections = {{ keyOrDefault "${var.consul_kv_prefix}/listener/mqtt/max_connections" "500000" }}
+          idle_timeout = "{{ keyOrDefault "${var.consul_kv_prefix}/listener/mqtt/idle_timeout" "0s" }}"
 
           [[listener]]
           name = "mqtts"
           listen = "0.0.0.0:{{ env "NOMAD_PORT_mqtts" }}"
           backend = "broker-mqtts"
+          max_connections = {{ keyOrDefault "${var.consul_kv_prefix}/listener/mqtts/max_connections" "500000" }}
+          idle_timeout = "{{ keyOrDefault "${var.consul_kv_prefix}/listener/mqtts/idle_timeout" "0s" }}"
 
           [[listener]]
           name = "ws"
           listen = "0.0.0.0:{{ env "NOMAD_PORT_ws" }}"
           backend = "broker-ws"
+          max_connections = {{ keyOrDefault "${var.consul_kv_prefix}/listener/ws/max_connections" "500000" }}
+          idle_timeout = "{{ keyOrDefault "${var.consul_kv_prefix}/listener/ws/idle_timeout" "0s" }}"
 
           [[listener]]
           name = "wss"
           listen = "0.0.0.0:{{ env "NOMAD_PORT_wss" }}"
           backend = "broker-wss"
+          max_connections = {{ keyOrDefault "${var.consul_kv_prefix}/listener/wss/max_connections" "500000" }}
+          idle_timeout = "{{ keyOrDefault "${var.consul_kv_prefix}/listener/wss/idle_timeout" "0s" }}"
 
           # The local EMQX (host network), its listeners moved off the public ports.
           [[backend]]
@@ -115,10 +165,14 @@ job "brokerside" {
           # While the local EMQX is down, clients go to the other nodes' EMQX directly: the
           # Consul service "emqx" is registered on its MQTT port (21883), which SRV carries.
           peers = "emqx"
+          # Connections per second moved back from the peers once the local EMQX is up again.
+          failback_rate = {{ keyOrDefault "${var.consul_kv_prefix}/backend/broker-mqtt/failback_rate" "50" }}
           [backend.check]
           kind = "mqtt"
-          interval = "2s"
-          timeout = "1s"
+          interval = "{{ keyOrDefault "${var.consul_kv_prefix}/backend/broker-mqtt/check/interval" "2s" }}"
+          timeout = "{{ keyOrDefault "${var.consul_kv_prefix}/backend/broker-mqtt/check/timeout" "1s" }}"
+          rise = {{ keyOrDefault "${var.consul_kv_prefix}/backend/broker-mqtt/check/rise" "2" }}
+          fall = {{ keyOrDefault "${var.consul_kv_prefix}/backend/broker-mqtt/check/fall" "3" }}
 
           [[backend]]
           name = "broker-mqtts"
@@ -144,6 +198,7 @@ job "brokerside" {
           query = "emqx.service.consul"
           nameservers = ["127.0.0.1:8600"]
           node_name = "emqx@{ip}"
+          interval = "{{ keyOrDefault "${var.consul_kv_prefix}/discovery/emqx/interval" "5s" }}"
 
           # The cluster guard: 503 while this EMQX sees fewer than a quorum of the nodes.
           [cluster]
@@ -155,6 +210,7 @@ job "brokerside" {
 
           [drain]
           deadline = "120s"
+          close_rate = {{ keyOrDefault "${var.consul_kv_prefix}/drain/close_rate" "500" }}
         EOT
       }
 

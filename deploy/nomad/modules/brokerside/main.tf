@@ -18,6 +18,7 @@ resource "nomad_job" "brokerside" {
     vars = {
       datacenters      = jsonencode(var.datacenters)
       brokerside_image = var.brokerside_image
+      consul_kv_prefix = var.consul_kv_prefix
     }
   }
 }
