@@ -1,7 +1,8 @@
 //! brokerside side by side with HAProxy (as shipped and with splice), NGINX stream and no proxy at
 //! all, on one machine in one run (issue 5): bulk throughput and proxy CPU per GB (iperf3), new
 //! connections per second and proxy CPU per connection (a one-byte backend in this process), RSS
-//! at start and per idle MQTT connection, and MQTT publish→subscribe round trips (mosquitto).
+//! at start and per idle MQTT connection, MQTT publish→subscribe round trips (mosquitto), and
+//! brokerside's config reloads under load (SIGHUP → new generation, round trips while reloading).
 //!
 //! Each proxy is a child process on a loopback port with a config generated into a temporary
 //! directory, started afresh for every measurement. Rounds rotate the order of the targets, each
@@ -30,6 +31,8 @@ mod idle;
 mod mqtt;
 #[path = "loadgen/procs.rs"]
 mod procs;
+#[path = "loadgen/reload.rs"]
+mod reload;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/targets.rs"]
@@ -58,6 +61,20 @@ const DEFAULT_QUIET_LOAD: f64 = 0.7;
 const DEFAULT_QUIET_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between two targets' measurements, so sockets and CPU settle.
 const PAUSE: Duration = Duration::from_secs(1);
+/// Timed reloads (SIGHUP → new generation in /health) per round, and with `--smoke`.
+const RELOAD_SAMPLES: usize = 20;
+const SMOKE_RELOAD_SAMPLES: usize = 5;
+/// Pause between two timed reloads.
+const RELOAD_PAUSE: Duration = Duration::from_millis(100);
+/// How often the config is reloaded during the "reloading" segments of round trips: 10 per second.
+const RELOAD_EVERY: Duration = Duration::from_millis(100);
+/// Round-trip segments of the reload step, alternating none, reloading, none, reloading.
+const RELOAD_SEGMENTS: usize = 4;
+/// At most one round trip per this in the reload step, so that each segment lasts long enough
+/// to hold reloads (5,000 round trips: 1.25 s and about 13 reloads per segment).
+const RELOAD_RTT_PACE: Duration = Duration::from_millis(1);
+/// Pause after each segment, so a reload's tail does not spill into the next segment.
+const SEGMENT_SETTLE: Duration = Duration::from_millis(200);
 
 fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -95,8 +112,8 @@ const USAGE: &str = "usage: cargo bench --bench compare -- [OPTIONS]   (or bench
   --samples N          MQTT round trips timed per target (default 5000)
   --targets LIST       comma-separated among haproxy,haproxy-splice,nginx,brokerside (direct is
                        always measured: every ratio needs it)
-  --figures LIST       comma-separated among bulk (= bulk1,bulk8),bulk1,bulk8,conn,idle,rtt
-                       (default all)
+  --figures LIST       comma-separated among bulk (= bulk1,bulk8),bulk1,bulk8,conn,idle,rtt,
+                       reload (default all; reload measures brokerside only)
   --quiet-load L       1-minute load under which the machine counts as quiet (default 0.7)
   --quiet-timeout S    longest wait for a quiet machine before each figure (default 60)
   --out DIR            where the table, CSVs and chart go (default benches/results)
@@ -217,10 +234,18 @@ enum Step {
     Conn,
     Idle,
     Rtt,
+    Reload,
 }
 
 impl Step {
-    const ALL: [Step; 5] = [Step::Bulk1, Step::Bulk8, Step::Conn, Step::Idle, Step::Rtt];
+    const ALL: [Step; 6] = [
+        Step::Bulk1,
+        Step::Bulk8,
+        Step::Conn,
+        Step::Idle,
+        Step::Rtt,
+        Step::Reload,
+    ];
 
     fn parse(name: &str) -> Result<Vec<Step>, String> {
         match name.trim() {
@@ -230,8 +255,9 @@ impl Step {
             "conn" => Ok(vec![Step::Conn]),
             "idle" => Ok(vec![Step::Idle]),
             "rtt" => Ok(vec![Step::Rtt]),
+            "reload" => Ok(vec![Step::Reload]),
             other => Err(format!(
-                "--figures: unknown figure {other:?} (bulk, bulk1, bulk8, conn, idle, rtt)"
+                "--figures: unknown figure {other:?} (bulk, bulk1, bulk8, conn, idle, rtt, reload)"
             )),
         }
     }
@@ -243,13 +269,24 @@ impl Step {
             Step::Conn => "new connections/s",
             Step::Idle => "idle MQTT connections",
             Step::Rtt => "MQTT round trips",
+            Step::Reload => "config reloads",
+        }
+    }
+
+    /// Whether this step measures `target`: direct holds no idle connections of its own, and only
+    /// brokerside reloads its config in-process.
+    fn runs_for(self, target: Target) -> bool {
+        match self {
+            Step::Idle => target != Target::Direct,
+            Step::Reload => target == Target::Brokerside,
+            _ => true,
         }
     }
 }
 
 /// Runs every round and writes the report; returns how many measurements failed.
 async fn run(options: &Options) -> Result<usize, String> {
-    if options.steps.contains(&Step::Idle) {
+    if options.steps.contains(&Step::Idle) || options.steps.contains(&Step::Reload) {
         procs::check_fd_limit(options.connections, "benches/compare.sh")?;
     }
     let scratch = Scratch::new("compare")?;
@@ -260,8 +297,20 @@ async fn run(options: &Options) -> Result<usize, String> {
     let mut bulk_totals: HashMap<(usize, Target), (f64, f64)> = HashMap::new();
 
     for round in 0..options.rounds {
-        let order = rotated(&options.targets, round);
         for &step in &options.steps {
+            let order: Vec<Target> = rotated(&options.targets, round)
+                .into_iter()
+                .filter(|&t| step.runs_for(t))
+                .collect();
+            if order.is_empty() {
+                eprintln!(
+                    "\n== round {}/{} · {}: no target to measure (only brokerside reloads)",
+                    round + 1,
+                    options.rounds,
+                    step.label()
+                );
+                continue;
+            }
             eprintln!(
                 "\n== round {}/{} · {} · order: {}",
                 round + 1,
@@ -275,9 +324,6 @@ async fn run(options: &Options) -> Result<usize, String> {
             );
             let load = wait_quiet(options, &mut results, round, step).await;
             for &target in &order {
-                if step == Step::Idle && target == Target::Direct {
-                    continue;
-                }
                 let measured = measure(options, &scratch, step, target).await;
                 match measured {
                     Ok(measured) => {
@@ -452,6 +498,7 @@ async fn measure(
         }
         Step::Idle => idle_rss(options, scratch, target).await,
         Step::Rtt => round_trips(options, scratch, target).await,
+        Step::Reload => config_reloads(options, scratch, target).await,
     }
 }
 
@@ -532,6 +579,204 @@ async fn round_trips(
         ),
         note: None,
     })
+}
+
+/// brokerside's config reloads with `options.connections` idle MQTT connections open through it
+/// to a fresh mosquitto: the time from SIGHUP to the new generation in /health, and the
+/// round-trip p99 while it reloads 10 times a second as a ratio to the p99 without. Reloads must
+/// not drop a connection: the measurement fails if one closed.
+async fn config_reloads(
+    options: &Options,
+    scratch: &Scratch,
+    target: Target,
+) -> Result<Measured, String> {
+    if target != Target::Brokerside {
+        return Err(format!(
+            "{} cannot reload its config in-process",
+            target.label()
+        ));
+    }
+    let broker_port = free_port()?;
+    let broker = targets::start_broker(scratch, broker_port)?;
+    let port = free_port()?;
+    // Neither port is bound yet: make sure they differ.
+    let admin_port = loop {
+        let candidate = free_port()?;
+        if candidate != port {
+            break candidate;
+        }
+    };
+    let (proxy, config) =
+        targets::start_brokerside_with_admin(scratch, port, broker_port, admin_port)?;
+    let variants = targets::RELOAD_CLOSE_RATES
+        .map(|rate| targets::brokerside_config(port, broker_port, admin_port, Some(rate)));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let reloads = reload::Reloads::new(proxy.pid(), config, variants, admin)?;
+    // A failure of the proxy explains itself better than the request that ran into it.
+    let explain = |error: String| match proxy.check_running() {
+        Err(exited) => exited,
+        Ok(()) => error,
+    };
+
+    let (mut reloads, first) = blocking(move || {
+        let generation = reloads.wait_ready()?;
+        Ok((reloads, generation))
+    })
+    .await
+    .map_err(explain)?;
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut clients = Vec::with_capacity(options.connections);
+    let opening = mqtt::open(&mut clients, addr, IDLE_CONCURRENCY, 0..options.connections)
+        .await
+        .map_err(explain)?;
+    tokio::time::sleep(idle::SETTLE).await;
+    let still_open = |clients: &[tokio::net::TcpStream], when: &str| {
+        mqtt::check_still_open(clients)
+            .map_err(|error| format!("reloads must not drop connections, but {when}: {error}"))
+    };
+
+    // SIGHUP → the new generation in /health, one reload at a time.
+    let count = if options.smoke {
+        SMOKE_RELOAD_SAMPLES
+    } else {
+        RELOAD_SAMPLES
+    };
+    let (returned, reload_ms) = blocking(move || {
+        let mut reload_ms = Vec::with_capacity(count);
+        for _ in 0..count {
+            reload_ms.push(reloads.timed()?.as_secs_f64() * 1e3);
+            std::thread::sleep(RELOAD_PAUSE);
+        }
+        Ok((reloads, reload_ms))
+    })
+    .await
+    .map_err(explain)?;
+    reloads = returned;
+    proxy.check_running()?;
+    still_open(&clients, "after the timed reloads")?;
+
+    // Round trips in segments: none, reloading, none, reloading.
+    let samples = options.samples;
+    let (_reloads, segments) = blocking(move || {
+        let mut pair =
+            mqtt::RoundTrip::connect(addr, PAYLOAD).map_err(|error| error.to_string())?;
+        paced(&mut pair, (samples / 10).max(10))?;
+        let per_segment = (samples / RELOAD_SEGMENTS).max(1);
+        let mut segments = Segments::default();
+        for segment in 0..RELOAD_SEGMENTS {
+            if segment % 2 == 0 {
+                segments.none.extend(paced(&mut pair, per_segment)?);
+                continue;
+            }
+            let before = reloads.generation()?;
+            let (stop, stopped) = std::sync::mpsc::channel();
+            let (timed, sent) = std::thread::scope(|scope| {
+                let background = scope.spawn(|| reloads.repeat(RELOAD_EVERY, stopped));
+                let timed = paced(&mut pair, per_segment);
+                drop(stop);
+                let sent = background
+                    .join()
+                    .map_err(|_| "the reloading thread panicked".to_string());
+                (timed, sent)
+            });
+            segments.reloading.extend(timed?);
+            segments.signals += sent??;
+            std::thread::sleep(SEGMENT_SETTLE);
+            segments.applied += reloads.generation()?.saturating_sub(before);
+        }
+        Ok((reloads, segments))
+    })
+    .await
+    .map_err(explain)?;
+    proxy.check_running()?;
+    broker.check_running()?;
+    still_open(&clients, "after the round trips with reloads")?;
+    if segments.applied == 0 {
+        return Err(format!(
+            "{} SIGHUPs during the round trips, but the generation never moved",
+            segments.signals
+        ));
+    }
+
+    let stats = report::Stats::of(&reload_ms).ok_or("no reload timed")?;
+    let mut none = segments.none;
+    let mut reloading = segments.reloading;
+    none.sort_by(f64::total_cmp);
+    reloading.sort_by(f64::total_cmp);
+    let (p99_none, p99_reloading) = (percentile(&none, 0.99), percentile(&reloading, 0.99));
+    let ratio = p99_reloading / p99_none;
+    let coalesced = if segments.applied < segments.signals {
+        format!(" of {} SIGHUPs", segments.signals)
+    } else {
+        String::new()
+    };
+    Ok(Measured {
+        figures: vec![
+            (Figure::ReloadTime, stats.median),
+            (Figure::ReloadRttP99, ratio),
+        ],
+        bulk: None,
+        line: format!(
+            "reload {:.1} ms median ({:.1}..{:.1} over {}; generation {first} → {}); RTT p99 \
+             {p99_none:.1} µs without reloads, {p99_reloading:.1} µs with 10/s: ×{ratio:.2} \
+             ({} reloads{coalesced}); {} idle connections (opened in {:.1} s) all still open",
+            stats.median,
+            stats.min,
+            stats.max,
+            stats.count,
+            first + stats.count as u64,
+            segments.applied,
+            text::thousands(clients.len() as u64),
+            opening.as_secs_f64(),
+        ),
+        note: Some(format!(
+            "RTT p99 {p99_none:.1} µs without reloads, {p99_reloading:.1} µs with 10 reloads/s \
+             ({} and {} round trips, {} reloads{coalesced}); reload time {:.1}..{:.1} ms over {}; \
+             all {} idle connections still open",
+            text::thousands(none.len() as u64),
+            text::thousands(reloading.len() as u64),
+            segments.applied,
+            stats.min,
+            stats.max,
+            stats.count,
+            text::thousands(clients.len() as u64),
+        )),
+    })
+}
+
+/// Round-trip times of the reload step, in µs, and the reloads during them.
+#[derive(Default)]
+struct Segments {
+    none: Vec<f64>,
+    reloading: Vec<f64>,
+    /// SIGHUPs sent during the reloading segments.
+    signals: u64,
+    /// Generations the proxy moved through during them.
+    applied: u64,
+}
+
+/// `n` round trips, at most one per [`RELOAD_RTT_PACE`]; their times in µs.
+fn paced(pair: &mut mqtt::RoundTrip, n: usize) -> Result<Vec<f64>, String> {
+    let mut micros = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let took = pair.once().map_err(|error| error.to_string())?;
+        micros.push(took.as_secs_f64() * 1e6);
+        if let Some(rest) = RELOAD_RTT_PACE.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    Ok(micros)
+}
+
+/// Runs blocking work (sockets, sleeps, signals) on a thread of its own.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| format!("a measuring thread failed: {error}"))?
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -663,10 +908,36 @@ fn conditions(options: &Options, results: &Results) -> String {
     );
     let _ = writeln!(
         out,
+        "- Config reloads (brokerside only: the others cannot reload in-process): brokerside with \
+         its admin endpoint on a free port and {} idle MQTT connections open through it to \
+         mosquitto. Reload time: the config file rewritten (a temporary file renamed over it, \
+         `[drain] close_rate` {} ↔ {}), SIGHUP, then `GET /health` on a fresh connection every \
+         {} µs until `config.generation` moves; the median over {} reloads {} ms apart, each \
+         from the signal to that answer. RTT with reloads: {} round trips as above but at most \
+         one per {} ms, in {RELOAD_SEGMENTS} segments (none, reloading, none, reloading), a \
+         thread rewriting the file and sending SIGHUP every {} ms in the reloading ones; the p99 \
+         of those / the p99 of the others. An idle connection closed fails the measurement.",
+        text::thousands(options.connections as u64),
+        targets::RELOAD_CLOSE_RATES[0],
+        targets::RELOAD_CLOSE_RATES[1],
+        reload::POLL_EVERY.as_micros(),
+        if options.smoke {
+            SMOKE_RELOAD_SAMPLES
+        } else {
+            RELOAD_SAMPLES
+        },
+        RELOAD_PAUSE.as_millis(),
+        text::thousands(((options.samples / RELOAD_SEGMENTS).max(1) * RELOAD_SEGMENTS) as u64),
+        RELOAD_RTT_PACE.as_millis(),
+        RELOAD_EVERY.as_millis(),
+    );
+    let _ = writeln!(
+        out,
         "- Configs: HAProxy `mode tcp`, `maxconn 40000`, `nbthread 2` (+ `option splice-request` \
          and `option splice-response`); NGINX `worker_processes 2`, `worker_rlimit_nofile 20000`, \
          `worker_connections 20000`, `stream {{ proxy_pass }}`; brokerside one listener, one \
-         backend, no checks. All on 127.0.0.1."
+         backend, no checks, admin on port 0 (a known free port for the reloads). All on \
+         127.0.0.1."
     );
     let _ = writeln!(
         out,

@@ -37,10 +37,12 @@ pub enum Figure {
     RssAtStart,
     RttP50,
     RttP99,
+    ReloadTime,
+    ReloadRttP99,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 9] = [
+    pub const ALL: [Figure; 11] = [
         Figure::Bulk1,
         Figure::Bulk8,
         Figure::CpuPerGb,
@@ -50,6 +52,8 @@ impl Figure {
         Figure::RssAtStart,
         Figure::RttP50,
         Figure::RttP99,
+        Figure::ReloadTime,
+        Figure::ReloadRttP99,
     ];
 
     pub fn label(self) -> &'static str {
@@ -63,6 +67,8 @@ impl Figure {
             Figure::RssAtStart => "RSS at start",
             Figure::RttP50 => "MQTT RTT p50",
             Figure::RttP99 => "MQTT RTT p99",
+            Figure::ReloadTime => "config reload, signal → new generation in /health",
+            Figure::ReloadRttP99 => "MQTT RTT p99 with 10 reloads/s, ratio to none",
         }
     }
 
@@ -78,6 +84,8 @@ impl Figure {
             Figure::RssAtStart => "rss_at_start",
             Figure::RttP50 => "rtt_p50",
             Figure::RttP99 => "rtt_p99",
+            Figure::ReloadTime => "reload_time",
+            Figure::ReloadRttP99 => "rtt_p99_reloading_ratio",
         }
     }
 
@@ -89,6 +97,8 @@ impl Figure {
             Figure::CpuPerConn | Figure::RttP50 | Figure::RttP99 => "µs",
             Figure::RssPerIdle => "KiB",
             Figure::RssAtStart => "MB",
+            Figure::ReloadTime => "ms",
+            Figure::ReloadRttP99 => "×",
         }
     }
 
@@ -100,12 +110,34 @@ impl Figure {
     }
 
     /// Whether direct has this figure, so that the others have a ratio to it. Proxy CPU and RSS
-    /// have no direct counterpart.
+    /// have no direct counterpart, and the reload figures only brokerside has.
     pub fn relative(self) -> bool {
         matches!(
             self,
             Figure::Bulk1 | Figure::Bulk8 | Figure::ConnRate | Figure::RttP50 | Figure::RttP99
         )
+    }
+
+    /// Whether only brokerside has this figure: the others cannot reload their config in-process.
+    pub fn brokerside_only(self) -> bool {
+        matches!(self, Figure::ReloadTime | Figure::ReloadRttP99)
+    }
+
+    /// Whether `target` has this figure at all.
+    pub fn applies_to(self, target: Target) -> bool {
+        if self.brokerside_only() {
+            target == Target::Brokerside
+        } else {
+            target != Target::Direct || self.relative()
+        }
+    }
+
+    /// A value with its unit: `12.3 ms`, or `×1.02` for a figure that is a ratio itself.
+    pub fn with_unit(self, value: f64) -> String {
+        match self.unit() {
+            "×" => format!("×{}", self.format(value)),
+            unit => format!("{} {unit}", self.format(value)),
+        }
     }
 
     pub fn goal(self) -> Goal {
@@ -119,28 +151,35 @@ impl Figure {
             Figure::RssAtStart => Goal::AtMost(8.0),
             Figure::RttP50 => Goal::RatioAtMost(1.4),
             Figure::RttP99 => Goal::RatioAtMost(1.6),
+            Figure::ReloadTime => Goal::AtMost(50.0),
+            Figure::ReloadRttP99 => Goal::AtMost(1.1),
         }
     }
 
     /// A value in this figure's unit, rounded to what the measurement can tell.
     pub fn format(self, value: f64) -> String {
         match self {
-            Figure::Bulk1 | Figure::Bulk8 | Figure::CpuPerGb | Figure::RssPerIdle => {
-                format!("{value:.2}")
-            }
+            Figure::Bulk1
+            | Figure::Bulk8
+            | Figure::CpuPerGb
+            | Figure::RssPerIdle
+            | Figure::ReloadRttP99 => format!("{value:.2}"),
             Figure::ConnRate => thousands(value.round() as u64),
-            Figure::CpuPerConn | Figure::RttP50 | Figure::RttP99 | Figure::RssAtStart => {
-                format!("{value:.1}")
-            }
+            Figure::CpuPerConn
+            | Figure::RttP50
+            | Figure::RttP99
+            | Figure::RssAtStart
+            | Figure::ReloadTime => format!("{value:.1}"),
         }
     }
 }
 
-fn goal_text(goal: Goal, unit: &str) -> String {
+fn goal_text(goal: Goal, figure: Figure) -> String {
     match goal {
         Goal::RatioAtLeast(r) => format!("≥ ×{r:.2}"),
         Goal::RatioAtMost(r) => format!("≤ ×{r:.2}"),
-        Goal::AtMost(v) => format!("≤ {v} {unit}"),
+        Goal::AtMost(v) if figure.unit() == "×" => format!("≤ ×{v}"),
+        Goal::AtMost(v) => format!("≤ {v} {}", figure.unit()),
     }
 }
 
@@ -253,13 +292,13 @@ impl Results {
         if figure.relative() {
             format!("×{value:.2}")
         } else {
-            format!("{} {}", figure.format(value), figure.unit())
+            figure.with_unit(value)
         }
     }
 
     /// One cell: `median (min..max) ×ratio`.
     fn cell(&self, figure: Figure, target: Target) -> String {
-        if target == Target::Direct && !figure.relative() {
+        if !figure.applies_to(target) {
             return "—".into();
         }
         let Some(stats) = self.stats(figure, target) else {
@@ -353,13 +392,14 @@ impl Results {
                     format!("{} ({})", self.judged_text(figure, h), t.label()),
                     "—".into(),
                 ),
+                _ if figure.brokerside_only() => ("n/a (no in-process reload)".into(), "—".into()),
                 _ => ("not measured".into(), "—".into()),
             };
             let _ = writeln!(
                 out,
                 "| {} | {value} | {} | {verdict} | {best} | {no_worse} |",
                 figure.label(),
-                goal_text(goal, figure.unit()),
+                goal_text(goal, figure),
             );
         }
         out.push_str(

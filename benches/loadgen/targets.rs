@@ -102,36 +102,77 @@ pub fn start_brokerside(
     port: u16,
     backend_port: u16,
 ) -> Result<Process, String> {
+    let text = brokerside_config(port, backend_port, 0, None);
+    spawn_brokerside(scratch, &text).map(|(process, _config)| process)
+}
+
+/// The same brokerside with its admin endpoint on 127.0.0.1:`admin_port` and
+/// `[drain] close_rate = RELOAD_CLOSE_RATES[0]`, for a bench that reloads it: returns the process
+/// and the config file, which [`brokerside_config`] with the other close rate rewrites
+/// harmlessly. Waits until the relay port listens.
+pub fn start_brokerside_with_admin(
+    scratch: &Scratch,
+    port: u16,
+    backend_port: u16,
+    admin_port: u16,
+) -> Result<(Process, PathBuf), String> {
+    let text = brokerside_config(port, backend_port, admin_port, Some(RELOAD_CLOSE_RATES[0]));
+    let (process, config) = spawn_brokerside(scratch, &text)?;
+    process.wait_listening(port)?;
+    Ok((process, config))
+}
+
+/// Two `[drain] close_rate` values a reload bench alternates between: valid, different (so each
+/// rewrite changes the file's SHA-256) and without effect while nothing drains.
+pub const RELOAD_CLOSE_RATES: [u32; 2] = [500, 501];
+
+/// The config every bench runs brokerside with: one listener on `port` relaying to
+/// `backend_port`, admin on 127.0.0.1:`admin_port` (0: any free port), no checks, a drain that
+/// does not wait, and `close_rate` when given (else the default).
+pub fn brokerside_config(
+    port: u16,
+    backend_port: u16,
+    admin_port: u16,
+    close_rate: Option<u32>,
+) -> String {
+    let close_rate = close_rate
+        .map(|rate| format!("close_rate = {rate}\n"))
+        .unwrap_or_default();
+    format!(
+        "[admin]\n\
+         listen = \"127.0.0.1:{admin_port}\"\n\
+         \n\
+         [[listener]]\n\
+         name = \"mqtt\"\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         backend = \"broker\"\n\
+         \n\
+         [[backend]]\n\
+         name = \"broker\"\n\
+         servers = [\"127.0.0.1:{backend_port}\"]\n\
+         \n\
+         [drain]\n\
+         lb_grace = \"0s\"\n\
+         deadline = \"1s\"\n\
+         {close_rate}"
+    )
+}
+
+/// Writes `text` as brokerside's config in the scratch directory and starts the release binary
+/// on it; returns the process and the config's path.
+fn spawn_brokerside(scratch: &Scratch, text: &str) -> Result<(Process, PathBuf), String> {
     let program = brokerside_bin();
     let stem = Target::Brokerside.file_stem();
-    let config = scratch.write(
-        &format!("{stem}.toml"),
-        &format!(
-            "[admin]\n\
-             listen = \"127.0.0.1:0\"\n\
-             \n\
-             [[listener]]\n\
-             name = \"mqtt\"\n\
-             listen = \"127.0.0.1:{port}\"\n\
-             backend = \"broker\"\n\
-             \n\
-             [[backend]]\n\
-             name = \"broker\"\n\
-             servers = [\"127.0.0.1:{backend_port}\"]\n\
-             \n\
-             [drain]\n\
-             lb_grace = \"0s\"\n\
-             deadline = \"1s\"\n"
-        ),
-    )?;
-    Process::spawn(
+    let config = scratch.write(&format!("{stem}.toml"), text)?;
+    let process = Process::spawn(
         "brokerside",
         program.clone(),
         Command::new(&program)
             .args(["--log-level", "warn", "run", "--config"])
             .arg(&config),
         scratch.path(&format!("{stem}.log")),
-    )
+    )?;
+    Ok((process, config))
 }
 
 /// HAProxy in the foreground (`-db`), one process with two threads, `mode tcp`.
