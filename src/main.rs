@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(quiet_dependencies(level)))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -92,6 +92,22 @@ fn init_logging(format: LogFormat, level: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `level` with hickory's per-datagram warnings ("ignoring response with wrong message id", one
+/// per stray UDP answer) held back unless the operator asked for debug output: discovery logs
+/// its own failures, once per state change, and counts them. A filter that names targets
+/// itself is taken as it is.
+fn quiet_dependencies(level: &str) -> String {
+    let plain = matches!(
+        level.trim().to_ascii_lowercase().as_str(),
+        "error" | "warn" | "info"
+    );
+    if plain {
+        format!("{level},hickory_proto=error,hickory_resolver=error")
+    } else {
+        level.to_string()
     }
 }
 

@@ -27,14 +27,20 @@ pub enum RefuseReason {
     NoBackend,
     /// The inbound PROXY header was missing, malformed or late.
     ProxyHeader,
+    /// The backend connection failed while it was set up (the PROXY header could not be sent).
+    BackendError,
+    /// The client left before relaying began (its socket could no longer tell its address).
+    ClientGone,
 }
 
 impl RefuseReason {
     /// Every reason, for pre-creating label sets so that each series exists from the start.
-    pub const ALL: [RefuseReason; 3] = [
+    pub const ALL: [RefuseReason; 5] = [
         RefuseReason::Limit,
         RefuseReason::NoBackend,
         RefuseReason::ProxyHeader,
+        RefuseReason::BackendError,
+        RefuseReason::ClientGone,
     ];
 
     /// The `reason` label value.
@@ -43,6 +49,8 @@ impl RefuseReason {
             RefuseReason::Limit => "limit",
             RefuseReason::NoBackend => "no_backend",
             RefuseReason::ProxyHeader => "proxy_header",
+            RefuseReason::BackendError => "backend_error",
+            RefuseReason::ClientGone => "client_gone",
         }
     }
 }
@@ -55,6 +63,8 @@ pub struct Metrics {
     connections_total: IntCounterVec,
     connections_refused: IntCounterVec,
     connections_reset: IntCounterVec,
+    connections_failed: IntCounterVec,
+    connections_timed_out: IntCounterVec,
     bytes: IntCounterVec,
     backend_connect_failures: IntCounterVec,
     backend_up: IntGaugeVec,
@@ -69,6 +79,10 @@ pub struct Metrics {
     cluster_partitioned: IntGauge,
     config_reloads: IntCounterVec,
     config_last_reload_success: Gauge,
+    admin_connections: IntGauge,
+    admin_requests: IntCounterVec,
+    admin_refused: IntCounterVec,
+    admin_timeouts: IntCounterVec,
     owners: Arc<Mutex<HashMap<SeriesKey, Weak<Owner>>>>,
 }
 
@@ -116,6 +130,50 @@ impl Drop for Owner {
     }
 }
 
+/// The admin endpoint's handles.
+#[derive(Clone, Debug)]
+pub struct AdminMetrics {
+    /// Connections open now.
+    pub connections: IntGauge,
+    requests: IntCounterVec,
+    refused: IntCounterVec,
+    timeouts: IntCounterVec,
+}
+
+impl AdminMetrics {
+    /// Counts one answered request; `route` is one of a fixed set of names.
+    pub fn request(&self, route: &str, code: u16) {
+        self.requests
+            .with_label_values(&[route, itoa_code(code)])
+            .inc();
+    }
+
+    /// Counts one connection refused for `reason` (`limit`, `per_source`).
+    pub fn refused(&self, reason: &str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts one connection cut by a timeout (`header`, `write_stall`).
+    pub fn timed_out(&self, reason: &str) {
+        self.timeouts.with_label_values(&[reason]).inc();
+    }
+}
+
+/// A status code as a label value, without formatting on the common ones.
+fn itoa_code(code: u16) -> &'static str {
+    match code {
+        200 => "200",
+        202 => "202",
+        400 => "400",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        503 => "503",
+        _ => "other",
+    }
+}
+
 /// The handles one server's health checker updates.
 #[derive(Clone, Debug)]
 pub struct CheckMetrics {
@@ -153,11 +211,19 @@ pub struct ListenerMetrics {
     pub active: IntGauge,
     /// Connections accepted since start.
     pub total: IntCounter,
-    refused: [IntCounter; 3],
+    refused: [IntCounter; 5],
     /// Connections ended by a reset from the client side.
     pub reset_by_client: IntCounter,
     /// Connections ended by a reset from the backend side.
     pub reset_by_backend: IntCounter,
+    /// Relayed connections ended by another socket error on the client side.
+    pub failed_on_client: IntCounter,
+    /// Relayed connections ended by another socket error on the backend side.
+    pub failed_on_backend: IntCounter,
+    /// Connections closed after `idle_timeout` without a byte either way.
+    pub idle_timeouts: IntCounter,
+    /// Connections closed after `half_close_timeout` of silence once one direction had ended.
+    pub half_close_timeouts: IntCounter,
     /// Bytes relayed from clients to the backend.
     pub bytes_to_backend: IntCounter,
     /// Bytes relayed from the backend to clients.
@@ -221,6 +287,18 @@ impl Metrics {
                 "connections_reset_total",
                 "Relayed connections ended by a TCP reset, by the side that sent it (client, backend).",
                 &["listener", "side"],
+            ),
+            connections_failed: counter_vec(
+                &registry,
+                "connections_failed_total",
+                "Relayed connections ended by a socket error other than a reset, by the side it happened on (client, backend).",
+                &["listener", "side"],
+            ),
+            connections_timed_out: counter_vec(
+                &registry,
+                "connections_timed_out_total",
+                "Connections closed by a timeout: idle (no byte either way for idle_timeout), half_close (one direction ended and the other silent for half_close_timeout).",
+                &["listener", "timeout"],
             ),
             bytes: counter_vec(
                 &registry,
@@ -322,6 +400,31 @@ impl Metrics {
                     "When the running config was loaded (at start or by the last successful reload), in Unix seconds.",
                 )),
             ),
+            admin_connections: register(
+                &registry,
+                IntGauge::with_opts(opts(
+                    "admin_connections",
+                    "Connections to the admin endpoint open now.",
+                )),
+            ),
+            admin_requests: counter_vec(
+                &registry,
+                "admin_requests_total",
+                "Admin endpoint requests answered, by route (the path, or other) and status code.",
+                &["route", "code"],
+            ),
+            admin_refused: counter_vec(
+                &registry,
+                "admin_connections_refused_total",
+                "Admin connections closed at once: limit (every slot open to the caller taken), per_source (the source address holds its share).",
+                &["reason"],
+            ),
+            admin_timeouts: counter_vec(
+                &registry,
+                "admin_timeouts_total",
+                "Admin connections cut by a timeout: header (no complete request head in time, idle keep-alive included), write_stall (the client read nothing for the timeout).",
+                &["reason"],
+            ),
             owners: Arc::default(),
             connections_active,
             registry,
@@ -363,6 +466,12 @@ impl Metrics {
                 }
                 for side in ["client", "backend"] {
                     let _ = self.connections_reset.remove_label_values(&[name, side]);
+                    let _ = self.connections_failed.remove_label_values(&[name, side]);
+                }
+                for timeout in ["idle", "half_close"] {
+                    let _ = self
+                        .connections_timed_out
+                        .remove_label_values(&[name, timeout]);
                 }
                 for direction in ["to_backend", "to_client"] {
                     let _ = self.bytes.remove_label_values(&[name, direction]);
@@ -438,6 +547,22 @@ impl Metrics {
         &self.closed_by_drain
     }
 
+    /// The admin endpoint's own handles, every series created at zero.
+    pub fn admin(&self) -> AdminMetrics {
+        for reason in ["limit", "per_source"] {
+            self.admin_refused.with_label_values(&[reason]);
+        }
+        for reason in ["header", "write_stall"] {
+            self.admin_timeouts.with_label_values(&[reason]);
+        }
+        AdminMetrics {
+            connections: self.admin_connections.clone(),
+            requests: self.admin_requests.clone(),
+            refused: self.admin_refused.clone(),
+            timeouts: self.admin_timeouts.clone(),
+        }
+    }
+
     /// Connections closed because a reload removed their listener.
     pub fn closed_by_reload(&self) -> &IntCounter {
         &self.closed_by_reload
@@ -459,6 +584,16 @@ impl Metrics {
             }),
             reset_by_client: self.connections_reset.with_label_values(&[name, "client"]),
             reset_by_backend: self.connections_reset.with_label_values(&[name, "backend"]),
+            failed_on_client: self.connections_failed.with_label_values(&[name, "client"]),
+            failed_on_backend: self
+                .connections_failed
+                .with_label_values(&[name, "backend"]),
+            idle_timeouts: self
+                .connections_timed_out
+                .with_label_values(&[name, "idle"]),
+            half_close_timeouts: self
+                .connections_timed_out
+                .with_label_values(&[name, "half_close"]),
             bytes_to_backend: self.bytes.with_label_values(&[name, "to_backend"]),
             bytes_to_client: self.bytes.with_label_values(&[name, "to_client"]),
             _owner: self.own(SeriesKey::Listener(name.to_string())),

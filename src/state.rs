@@ -8,8 +8,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::cluster::Clustering;
+use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::runtime::{Reloader, Runtime};
+use crate::runtime::{Reloader, Runtime, Secrets};
 use crate::shutdown::DrainControl;
 
 /// Everything the admin endpoint reads.
@@ -27,6 +28,24 @@ pub struct SidecarState {
 }
 
 impl SidecarState {
+    /// The state of `config` as if bound at its configured addresses, nothing running: no
+    /// listener, probe, discovery or controller. Every server is not yet checked, the cluster
+    /// view is empty, and nothing answers reloads (`POST /reload` reports the sidecar stopped).
+    /// For tools and fuzzing, which need what the admin endpoint reads without a sidecar.
+    pub fn offline(config: Config, secrets: Secrets) -> SidecarState {
+        let metrics = Metrics::new();
+        let runtime = Runtime::unbound(config, &metrics, secrets);
+        // Dropping the receiving end is what makes a reload request answer "stopped".
+        let (reloader, _requests) = Reloader::new();
+        SidecarState {
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
+            drain: Arc::new(DrainControl::default()),
+            metrics,
+            clustering: Arc::default(),
+            reloader,
+        }
+    }
+
     /// `Ok` when this node should receive clients: not draining and every backend that a
     /// listener uses has its local broker up. Otherwise one line saying why.
     pub fn readiness(&self) -> Result<(), String> {

@@ -367,3 +367,102 @@ async fn admin_answers_while_the_relay_is_saturated() {
         round_trip(stream, b"still here").await;
     }
 }
+
+/// A client of the admin endpoint from `source` (any 127.x address), one raw request, the status.
+async fn admin_status_from(admin: SocketAddr, source: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(format!("{source}:0").parse().ok()?).ok()?;
+    let mut stream = socket.connect(admin).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.ok()?;
+    let text = String::from_utf8_lossy(&reply);
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_pipeline_and_never_read_cannot_starve_the_admin_endpoint() {
+    use tokio::io::AsyncWriteExt;
+    let sidecar = plain_sidecar(
+        &[echo_backend().await],
+        "",
+        "[admin]\nlisten = \"127.0.0.1:0\"\nmax_connections = 16\nheader_timeout = \"1s\"\n",
+    );
+    let admin = sidecar.admin;
+    // 16 slots: a quarter (4) per source address. One host opens 16 connections, pipelines
+    // thousands of requests on each, and never reads an answer.
+    let pipeline = "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n".repeat(2_000);
+    let mut attackers = Vec::new();
+    for _ in 0..16 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(4096)
+            .expect("small receive buffer");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let mut stream = socket.connect(admin).await.expect("connect");
+        let pipeline = pipeline.clone();
+        attackers.push(tokio::spawn(async move {
+            // Blocks once the server stops reading; the stream is held, never read.
+            let _ = stream.write_all(pipeline.as_bytes()).await;
+            stream
+        }));
+    }
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        metric_value(&sidecar.metrics.render(), name, labels).unwrap_or(-1.0)
+    };
+    within(
+        "the attacker's connections past its share to be refused",
+        async {
+            while value(
+                "brokerside_admin_connections_refused_total",
+                &[("reason", "per_source")],
+            ) < 12.0
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+    )
+    .await;
+    // Meanwhile the load balancer (another source address) is answered at once, every time.
+    for _ in 0..20 {
+        assert_eq!(
+            admin_status_from(admin, "127.0.0.3", "/livez").await,
+            Some(200)
+        );
+    }
+    // The write-stall timeout (the header timeout, 1 s) frees the attacker's slots.
+    within("the stalled connections to be cut", async {
+        while value(
+            "brokerside_admin_timeouts_total",
+            &[("reason", "write_stall")],
+        ) < 4.0
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    within("the admin connection gauge to settle", async {
+        while value("brokerside_admin_connections", &[]) != 0.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        admin_status_from(admin, "127.0.0.1", "/livez").await,
+        Some(200),
+        "the attacker's own address is served again once its connections are cut"
+    );
+    assert!(
+        value(
+            "brokerside_admin_requests_total",
+            &[("route", "/livez"), ("code", "200")]
+        ) >= 21.0
+    );
+    for attacker in attackers {
+        attacker.abort();
+    }
+}

@@ -149,3 +149,38 @@ fn sigterm_closes_the_listeners_and_exits_0_with_json_logs() {
         "{messages:?}"
     );
 }
+
+#[test]
+fn check_config_on_a_fifo_says_so_instead_of_waiting_for_a_writer() {
+    let dir = std::env::temp_dir().join(format!("brokerside-cli-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fifo = dir.join("brokerside.toml");
+    let _ = std::fs::remove_file(&fifo);
+    let path = std::ffi::CString::new(fifo.to_str().expect("utf-8 path")).expect("no NUL");
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = brokerside()
+        .arg("check-config")
+        .arg(&fifo)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("check-config on a FIFO still waits after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(stderr.contains(fifo.to_str().expect("utf-8")), "{stderr}");
+    let _ = std::fs::remove_file(&fifo);
+}

@@ -123,3 +123,59 @@ async fn a_draining_node_moves_nobody_back() {
         "failback moved clients off a draining node"
     );
 }
+
+const OUTAGE_STARTED: &str = "no backend server accepts connections: refusing clients (counted in brokerside_connections_refused_total{reason=\"no_backend\"})";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_a_few_log_lines_not_one_per_refused_client() {
+    // The binary as an operator runs it, its JSON log read line by line: the broker is down,
+    // 200 clients are refused, then the broker comes back.
+    let broker_port = free_port();
+    let broker_addr = std::net::SocketAddr::from(([127, 0, 0, 1], broker_port));
+    let mut process = support::process::Process::spawn(
+        "outage",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nrelay_threads = 2\n\
+             [[listener]]\nname = \"mqtt\"\nlisten = \"127.0.0.1:0\"\nbackend = \"b\"\n\
+             [[backend]]\nname = \"b\"\nservers = [\"{broker_addr}\"]\n\
+             [drain]\nlb_grace = \"0s\"\ndeadline = \"2s\"\n"
+        ),
+    );
+    let (relay, admin) = process.started();
+    for _ in 0..200 {
+        let mut client = connect(relay).await;
+        assert_eq!(read_to_eof(&mut client).await.expect("a clean close"), b"");
+    }
+    let metrics = support::http::http_get(admin, "/metrics").await.body;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "brokerside_connections_refused_total",
+            &[("reason", "no_backend")]
+        ),
+        Some(200.0)
+    );
+    process.log_line(OUTAGE_STARTED, 1);
+    assert_eq!(
+        process.count_logs(OUTAGE_STARTED),
+        1,
+        "one line for the start"
+    );
+    assert_eq!(
+        process.count_logs("no backend server accepted the connection"),
+        0,
+        "no line per client"
+    );
+
+    // The broker comes back: one line says so, with the count.
+    let broker = tokio::net::TcpListener::bind(broker_addr)
+        .await
+        .expect("the broker's port is free again");
+    let client = connect(relay).await;
+    let _held = within("the proxy to reach the broker", broker.accept()).await;
+    let recovered = process.log_line("a backend server accepts connections again", 1);
+    assert_eq!(recovered["fields"]["refused"], 200, "{recovered}");
+    drop(client);
+    process.sigterm();
+    assert_eq!(process.exit_code(Duration::from_secs(10)).await, Some(0));
+}

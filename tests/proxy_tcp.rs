@@ -438,3 +438,111 @@ fn metric_value_matches_the_name_and_a_subset_of_labels() {
     assert_eq!(value(&[("listener", "ws")]), None);
     assert_eq!(metric_value(text, "brokerside_bytes", &[]), None);
 }
+
+const TIMED_OUT: &str = "brokerside_connections_timed_out_total";
+
+#[tokio::test]
+async fn a_half_closed_connection_whose_client_stays_silent_is_closed_and_counted() {
+    // The broker ends a client whose MQTT keepalive expired with a FIN; a client that never
+    // closes its side must not hold the connection (and a place under the limit) for ever.
+    let mut backend = RawBackend::start("127.0.0.1:0").await;
+    let proxy = start_proxy(&relay_config(
+        &[backend.addr],
+        "half_close_timeout = \"300ms\"",
+        "",
+    ));
+    let mut client = connect(proxy.addr("mqtt")).await;
+    let (mut served, _) = backend.accept().await;
+    proxy.metric_reaches(ACTIVE, &[], 1).await;
+    served.shutdown().await.expect("the backend's FIN");
+    // The client sees the FIN and then says nothing.
+    let mut one = [0u8; 1];
+    let read = within("the FIN to reach the client", client.peek(&mut one)).await;
+    assert_eq!(read.expect("peek"), 0);
+    // Within the timeout and a little: the proxy lets both sockets go.
+    assert_eq!(
+        within("the backend side closed", read_to_eof(&mut served))
+            .await
+            .expect("a clean end"),
+        b""
+    );
+    proxy.metric_reaches(ACTIVE, &[], 0).await;
+    assert_eq!(proxy.metric(TIMED_OUT, &[("timeout", "half_close")]), 1);
+    assert_eq!(proxy.metric(TIMED_OUT, &[("timeout", "idle")]), 0);
+}
+
+#[tokio::test]
+async fn a_half_closed_connection_that_keeps_talking_stays_open() {
+    let mut backend = RawBackend::start("127.0.0.1:0").await;
+    let proxy = start_proxy(&relay_config(
+        &[backend.addr],
+        "half_close_timeout = \"300ms\"",
+        "",
+    ));
+    let mut client = connect(proxy.addr("mqtt")).await;
+    let (mut served, _) = backend.accept().await;
+    served.shutdown().await.expect("the backend's FIN");
+    // Four times the timeout, a message every 100 ms: the open direction is alive.
+    for i in 0..12u8 {
+        client
+            .write_all(&[i])
+            .await
+            .expect("the client still sends");
+        assert_eq!(read_n(&mut served, 1).await, [i]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(proxy.metric(ACTIVE, &[]), 1);
+    client.shutdown().await.expect("the client's FIN");
+    assert_eq!(read_to_eof(&mut served).await.expect("a clean end"), b"");
+    proxy.metric_reaches(ACTIVE, &[], 0).await;
+    assert_eq!(proxy.metric(TIMED_OUT, &[("timeout", "half_close")]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_holds_exactly_when_clients_arrive_at_once_on_every_thread() {
+    const LIMIT: usize = 20;
+    const CLIENTS: usize = 300;
+    let backend = echo_backend().await;
+    let proxy = start_proxy(&relay_config(
+        &[backend],
+        &format!("max_connections = {LIMIT}"),
+        "",
+    ));
+    let addr = proxy.addr("mqtt");
+    // All at once, from many tasks: the relay threads accept in parallel.
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let start = Arc::clone(&start);
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            // A client counts as let in when a byte comes back through the relay.
+            let _ = client.write_all(b"x").await;
+            let mut one = [0u8; 1];
+            let echoed = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut client, &mut one),
+            )
+            .await;
+            (matches!(echoed, Ok(Ok(1))), client)
+        }));
+    }
+    let mut held = Vec::new();
+    let mut relayed = 0;
+    for task in tasks {
+        let (ok, client) = within("a client", task).await.expect("client task");
+        relayed += usize::from(ok);
+        held.push(client);
+    }
+    assert_eq!(
+        relayed, LIMIT,
+        "clients relayed with max_connections = {LIMIT}"
+    );
+    assert_eq!(proxy.metric(TOTAL, &[]), LIMIT as u64);
+    assert_eq!(
+        proxy.metric(REFUSED, &[("reason", "limit")]),
+        (CLIENTS - LIMIT) as u64
+    );
+    assert_eq!(proxy.metric(ACTIVE, &[]), LIMIT as u64);
+}

@@ -3,8 +3,10 @@
 //! its header timeout, so that it keeps answering while the relay is saturated; its handlers
 //! ([`route`]) only read shared state.
 
+mod admission;
 mod health_json;
 mod routes;
+mod stall;
 #[cfg(test)]
 mod testing;
 
@@ -12,6 +14,8 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use hyper::Request;
 use hyper::body::Incoming;
@@ -19,11 +23,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use admission::{Admission, Permit};
+use stall::StallGuard;
+
 use crate::config::AdminConfig;
+use crate::metrics::AdminMetrics;
 use crate::net::{ACCEPT_BACKOFF, is_per_connection};
 use crate::state::SidecarState;
 pub use routes::{Body, route};
@@ -42,15 +49,13 @@ pub async fn serve(
     // blocking accept would stall a runtime thread.
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
-    let limit = Arc::new(Semaphore::new(
-        usize::try_from(config.max_connections)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS),
-    ));
+    let admission = Admission::new(config.max_connections);
+    let metrics = state.metrics.admin();
     let mut http = http1::Builder::new();
     // The header timer runs from the moment hyper waits for a request head: for the first request
     // as soon as the connection is served, and again after each response. So it cuts a client that
-    // sends half a request line, and an idle keep-alive connection, alike.
+    // sends half a request line, and an idle keep-alive connection, alike. The write-stall guard
+    // covers the other way to hold a connection: sending requests and never reading the answers.
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
         .keep_alive(true);
@@ -70,50 +75,84 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            // Closing at once (rather than queueing) keeps the slow clients from delaying the
-            // load balancer's next check past its own timeout: it retries on a fresh connection.
-            tracing::debug!(%peer, limit = config.max_connections, "admin connection limit reached");
-            drop(stream);
-            continue;
+        let permit = match admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                // Closing at once (rather than queueing) keeps the slow clients from delaying the
+                // load balancer's next check past its own timeout: it retries on a fresh
+                // connection, and its own share is still free.
+                tracing::debug!(%peer, reason = refusal.label(), "admin connection refused");
+                metrics.refused(refusal.label());
+                drop(stream);
+                continue;
+            }
         };
         let span = tracing::debug_span!("admin", %peer);
+        let connection = Connection {
+            http: http.clone(),
+            stall_timeout: config.header_timeout,
+            metrics: metrics.clone(),
+            _permit: permit,
+        };
         connections.spawn(
-            serve_connection(http.clone(), stream, peer, Arc::clone(&state), permit)
+            connection
+                .serve(stream, peer, Arc::clone(&state))
                 .instrument(span),
         );
     }
 }
 
-/// Serves one client's requests until it leaves, errs or times out; holds its slot until then.
-async fn serve_connection(
+/// One admitted admin connection: how it is served, what it counts, and its slot.
+struct Connection {
     http: http1::Builder,
-    stream: TcpStream,
-    peer: SocketAddr,
-    state: Arc<SidecarState>,
-    _slot: OwnedSemaphorePermit,
-) {
-    // Replies are small and written at once; without NODELAY a keep-alive client could wait on
-    // Nagle and delayed ACKs.
-    let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request: Request<Incoming>| {
-        let state = Arc::clone(&state);
-        async move {
-            // The body is never needed (POST /drain and /reload take none); hyper discards
-            // what is left.
-            let (parts, _body) = request.into_parts();
-            let response = if parts.method == hyper::Method::POST && parts.uri.path() == "/reload" {
-                routes::reload(&parts, peer, &state).await
-            } else {
-                route(&parts, peer, &state)
-            };
-            Ok::<_, Infallible>(response)
+    /// How long a write may wait for the client to read.
+    stall_timeout: Duration,
+    metrics: AdminMetrics,
+    _permit: Permit,
+}
+
+impl Connection {
+    /// Serves the client's requests until it leaves, errs or times out; holds its slot until
+    /// then.
+    async fn serve(self, stream: TcpStream, peer: SocketAddr, state: Arc<SidecarState>) {
+        // Replies are small and written at once; without NODELAY a keep-alive client could wait
+        // on Nagle and delayed ACKs.
+        let _ = stream.set_nodelay(true);
+        self.metrics.connections.inc();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let stream = StallGuard::new(stream, self.stall_timeout, Arc::clone(&stalled));
+        let metrics = self.metrics.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let (state, metrics) = (Arc::clone(&state), metrics.clone());
+            async move {
+                // The body is never needed (POST /drain and /reload take none); hyper discards
+                // what is left.
+                let (parts, _body) = request.into_parts();
+                let response =
+                    if parts.method == hyper::Method::POST && parts.uri.path() == "/reload" {
+                        routes::reload(&parts, peer, &state).await
+                    } else {
+                        route(&parts, peer, &state)
+                    };
+                metrics.request(routes::label(parts.uri.path()), response.status().as_u16());
+                Ok::<_, Infallible>(response)
+            }
+        });
+        if let Err(error) = self
+            .http
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+        {
+            // Malformed requests (answered 400 by hyper), timeouts and resets end here: they
+            // concern this client only.
+            if stalled.load(Ordering::Acquire) {
+                self.metrics.timed_out("write_stall");
+            } else if error.is_timeout() {
+                self.metrics.timed_out("header");
+            }
+            tracing::debug!(%error, "admin connection ended");
         }
-    });
-    if let Err(error) = http.serve_connection(TokioIo::new(stream), service).await {
-        // Malformed requests (answered 400 by hyper), header timeouts and resets end here: they
-        // concern this client only.
-        tracing::debug!(%error, "admin connection ended");
+        self.metrics.connections.dec();
     }
 }
 

@@ -44,6 +44,22 @@ pub fn route(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Respons
     }
 }
 
+/// The `route` label of a request to `path`: the path itself for a route that exists, else
+/// `other`, so that scanners cannot grow the series.
+pub fn label(path: &str) -> &'static str {
+    match path {
+        "/haproxy_health" => "/haproxy_health",
+        "/readyz" => "/readyz",
+        "/livez" => "/livez",
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        "/peers" => "/peers",
+        "/drain" => "/drain",
+        "/reload" => "/reload",
+        _ => "other",
+    }
+}
+
 /// 200 `OK` when the node should receive clients, else 503 and why.
 fn readiness(state: &SidecarState) -> Response<Body> {
     match state.readiness() {

@@ -5,6 +5,7 @@
 //! server's health from whoever carries it across reloads.
 
 mod loopback;
+mod outage;
 mod peers;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::config::{BackendConfig, CheckConfig, ProxyProtocol};
 use crate::health::{CheckTarget, ServerHealth};
 use crate::metrics::{Metrics, ServerMetrics};
 pub use loopback::LoopbackRotation;
+pub use outage::{Line as OutageLine, OutageLog};
 pub use peers::{PeerSettings, spawn_peer_sync};
 
 /// The discovered peers of a backend, swapped whole by its peer sync. Shared by the backends of
@@ -112,6 +114,8 @@ pub struct Backend {
     pub ready_on_backup: bool,
     /// Connections per second moved back from backups once a local server is up again.
     pub failback_rate: u32,
+    /// Refused clients told as an outage (state changes), not one log line each.
+    pub outage: OutageLog,
 }
 
 impl Backend {
@@ -144,6 +148,7 @@ impl Backend {
             proxy_protocol: config.proxy_protocol,
             ready_on_backup: config.ready_on_backup,
             failback_rate: config.failback_rate,
+            outage: OutageLog::default(),
         }
     }
 

@@ -132,6 +132,10 @@ pub fn to_toml(config: &Config) -> String {
             "idle_timeout".into(),
             time(l.idle_timeout.unwrap_or_default()),
         );
+        t.insert(
+            "half_close_timeout".into(),
+            time(l.half_close_timeout.unwrap_or_default()),
+        );
         t.insert("backlog".into(), Value::Integer(l.backlog.into()));
         Value::Table(t)
     });

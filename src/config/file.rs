@@ -15,6 +15,7 @@ pub struct FileListener {
     pub proxy_header_timeout: Option<String>,
     pub max_connections: Option<i64>,
     pub idle_timeout: Option<String>,
+    pub half_close_timeout: Option<String>,
     pub backlog: Option<i64>,
 }
 

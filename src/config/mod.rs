@@ -26,6 +26,8 @@ pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 500_000;
 /// Default listen(2) backlog.
 pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Default `half_close_timeout`: HAProxy's `timeout client-fin` / `server-fin` for the same job.
+pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `connect_timeout` per backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default drain `deadline`.
@@ -280,6 +282,9 @@ pub struct ListenerConfig {
     pub max_connections: u32,
     /// Close after this long without a byte either way; `None` = never.
     pub idle_timeout: Option<Duration>,
+    /// Once one direction has ended (a FIN passed on), close the connection when the other
+    /// stays silent this long; `None` = never.
+    pub half_close_timeout: Option<Duration>,
     /// listen(2) backlog.
     pub backlog: u32,
 }
@@ -436,6 +441,26 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Reads a config file's text. Only a regular file (or a link to one) is read: opening a FIFO
+/// blocks until something writes to it, and a device may never end, so `check-config` or a
+/// reload would hang instead of saying what is wrong.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    let problem = |message: String| ConfigError {
+        path: String::new(),
+        message: format!("cannot read {}: {message}", path.display()),
+    };
+    let metadata = std::fs::metadata(path).map_err(|e| problem(e.to_string()))?;
+    if !metadata.is_file() {
+        let kind = if metadata.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(problem(format!("it is {kind}")));
+    }
+    std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))
+}
+
 impl Config {
     /// Parses and validates config text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
@@ -444,12 +469,7 @@ impl Config {
 
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                path: String::new(),
-                message: format!("cannot read {}: {e}", path.display()),
-            }])
-        })?;
+        let text = read_file(path).map_err(|error| ConfigErrors(vec![error]))?;
         Config::from_toml(&text)
     }
 

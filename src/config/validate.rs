@@ -19,9 +19,10 @@ use super::file::{
 use super::{
     AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_HEADER_TIMEOUT,
     DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_BACKLOG, DEFAULT_CLOSE_RATE,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE, DEFAULT_LB_GRACE,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig, ListenerConfig,
-    LoopbackSources, MAX_RELAY_THREADS, ProxyProtocol, RuntimeConfig,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE,
+    DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_LB_GRACE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig, ListenerConfig, LoopbackSources, MAX_RELAY_THREADS,
+    ProxyProtocol, RuntimeConfig,
 };
 
 const SECTIONS: &[&str] = &[
@@ -330,6 +331,12 @@ fn listener(
         Duration::ZERO,
         problems,
     );
+    let half_close = duration(
+        file.half_close_timeout.as_deref(),
+        &format!("{path}.half_close_timeout"),
+        DEFAULT_HALF_CLOSE_TIMEOUT,
+        problems,
+    );
     let max_connections = bounded(
         file.max_connections,
         &format!("{path}.max_connections"),
@@ -353,6 +360,7 @@ fn listener(
         proxy_header_timeout,
         max_connections,
         idle_timeout: (!idle.is_zero()).then_some(idle),
+        half_close_timeout: (!half_close.is_zero()).then_some(half_close),
         backlog,
     })
 }

@@ -6,17 +6,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::registry::Registry;
-use super::relay::{Counters, Relay, RelayEnd, Side};
+use super::relay::{Counters, Relay, RelayEnd, Side, Timeouts};
 use super::upstream;
-use crate::backend::Role;
+use crate::backend::{OutageLine, Role};
 use crate::config::ProxyProtocol;
 use crate::metrics::{ListenerMetrics, RefuseReason};
 use crate::net::proxy_protocol::{self, Inbound};
@@ -32,6 +32,10 @@ pub(crate) struct ListenerShared {
     pub(crate) registry: Arc<Registry>,
     /// Where each new connection finds its listener's current plan.
     pub(crate) runtime: Arc<ArcSwap<Runtime>>,
+    /// Connections of this listener open now, on every relay thread: the count the limit is
+    /// checked against and taken from in one step, so that threads accepting at once cannot
+    /// overshoot it (the gauge in `metrics` follows it, for `/metrics`).
+    pub(crate) open: Arc<AtomicU32>,
 }
 
 /// Holds a connection's place in the listener's count and the registry until it ends.
@@ -40,16 +44,27 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(shared: Arc<ListenerShared>) -> Slot {
+    /// Takes one of the listener's `limit` places; `None` when all are taken.
+    pub(crate) fn acquire(shared: &Arc<ListenerShared>, limit: u32) -> Option<Slot> {
+        shared
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .ok()?;
         shared.metrics.active.inc();
         shared.metrics.total.inc();
-        Slot { shared }
+        Some(Slot {
+            shared: Arc::clone(shared),
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // The gauge first, so that it never reads above the count the limit is checked on.
         self.shared.metrics.active.dec();
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
         // Runs inside the connection's task, also when the drain aborts it.
         self.shared.registry.closed_current();
     }
@@ -58,7 +73,7 @@ impl Drop for Slot {
 /// What set-up hands to the relay: the client, the backend, and the idle timeout of the plan
 /// the connection started with. Nothing else of the plan is needed once bytes flow, so an idle
 /// connection holds no reference to any runtime snapshot.
-type Opened = Option<(TcpStream, TcpStream, Option<Duration>)>;
+type Opened = Option<(TcpStream, TcpStream, Timeouts)>;
 
 /// One client connection as a task. Written by hand rather than as an `async fn` because an
 /// idle connection holds this for its whole life: set-up state lives in a box that is freed
@@ -94,11 +109,11 @@ impl Future for Connection {
         loop {
             match this {
                 Connection::Opening(open, _) => match ready!(open.as_mut().poll(cx)) {
-                    Some((client, backend, idle_timeout)) => {
+                    Some((client, backend, timeouts)) => {
                         if let Connection::Opening(_, slot) =
                             std::mem::replace(this, Connection::Done)
                         {
-                            let relay = Relay::new(client, backend, idle_timeout);
+                            let relay = Relay::new(client, backend, timeouts);
                             *this = Connection::Relaying(relay, slot);
                         }
                     }
@@ -138,7 +153,14 @@ fn log_end(relay: &Relay, end: RelayEnd, metrics: &crate::metrics::ListenerMetri
     };
     match end {
         RelayEnd::Closed => tracing::trace!(?peer, ?server, "closed"),
-        RelayEnd::IdleTimeout => tracing::debug!(?peer, ?server, "idle timeout"),
+        RelayEnd::IdleTimeout => {
+            tracing::debug!(?peer, ?server, "idle timeout");
+            metrics.idle_timeouts.inc();
+        }
+        RelayEnd::HalfCloseTimeout => {
+            tracing::debug!(?peer, ?server, "half-closed and silent: closed");
+            metrics.half_close_timeouts.inc();
+        }
         RelayEnd::Reset(side) => {
             tracing::debug!(?peer, ?server, ?side, "reset");
             match side {
@@ -147,7 +169,11 @@ fn log_end(relay: &Relay, end: RelayEnd, metrics: &crate::metrics::ListenerMetri
             }
         }
         RelayEnd::Failed(side, error) => {
-            tracing::debug!(?peer, ?server, ?side, %error, "relay failed")
+            tracing::debug!(?peer, ?server, ?side, %error, "relay failed");
+            match side {
+                Side::Client => metrics.failed_on_client.inc(),
+                Side::Backend => metrics.failed_on_backend.inc(),
+            }
         }
     }
 }
@@ -185,11 +211,16 @@ async fn open(
     };
 
     let Some((mut backend, server, role)) = upstream::connect(&plan.backend).await else {
-        tracing::warn!(%peer, backend = %plan.backend.name, "no backend server accepted the connection");
+        tracing::debug!(%peer, backend = %plan.backend.name, "no backend server accepted the connection");
         metrics.refused(RefuseReason::NoBackend);
+        log_outage(
+            &plan,
+            plan.backend.outage.refused(std::time::Instant::now()),
+        );
         close_cleanly(&client);
         return None;
     };
+    log_outage(&plan, plan.backend.outage.accepted());
     if role == Role::Backup {
         tracing::debug!(%peer, %server, "relaying to a backup server");
         shared.registry.mark_current_on_backup(plan.backend.id);
@@ -197,16 +228,47 @@ async fn open(
     let addresses = match (plan.proxy_protocol, inbound) {
         (ProxyProtocol::Off, _) => None,
         (_, Some(addresses)) => Some(addresses),
-        (_, None) => Some((peer, client.local_addr().ok()?)),
+        (_, None) => match client.local_addr() {
+            Ok(local) => Some((peer, local)),
+            Err(error) => {
+                tracing::debug!(%peer, %error, "the client left before relaying began");
+                metrics.refused(RefuseReason::ClientGone);
+                return None;
+            }
+        },
     };
     if let Some((src, dst)) = addresses
         && let Some(header) = proxy_protocol::header(plan.proxy_protocol, src, dst)
         && let Err(error) = backend.write_all(&header).await
     {
         tracing::debug!(%peer, %server, %error, "writing the PROXY header failed");
+        metrics.refused(RefuseReason::BackendError);
+        close_cleanly(&client);
         return None;
     }
-    Some((client, backend, plan.idle_timeout))
+    let timeouts = Timeouts {
+        idle: plan.idle_timeout,
+        half_close: plan.half_close_timeout,
+    };
+    Some((client, backend, timeouts))
+}
+
+/// Logs what an outage of the plan's backend asks for: its start, a summary now and then, its end.
+fn log_outage(plan: &ListenerPlan, line: OutageLine) {
+    let backend = &plan.backend.name;
+    match line {
+        OutageLine::None => {}
+        OutageLine::Started => tracing::warn!(
+            %backend,
+            "no backend server accepts connections: refusing clients (counted in brokerside_connections_refused_total{{reason=\"no_backend\"}})"
+        ),
+        OutageLine::Summary { refused, total } => {
+            tracing::warn!(%backend, refused, total, "still refusing clients: no backend server accepts connections")
+        }
+        OutageLine::Ended { total, lasted } => {
+            tracing::info!(%backend, refused = total, ?lasted, "a backend server accepts connections again")
+        }
+    }
 }
 
 /// Ends a connection that is refused before relaying with a FIN rather than a reset: what the
@@ -249,18 +311,60 @@ mod tests {
             metrics: metrics.listener("mqtt"),
             registry: Arc::default(),
             runtime: Arc::new(arc_swap::ArcSwap::from_pointee(runtime)),
+            open: Arc::default(),
         });
-        let task = Connection::new(
-            client,
-            "127.0.0.1:1".parse().unwrap(),
-            Slot::new(shared),
-            plan,
+        let slot = Slot::acquire(&shared, 1).expect("a free place");
+        assert!(
+            Slot::acquire(&shared, 1).is_none(),
+            "a limit of 1 gave two places"
         );
+        let task = Connection::new(client, "127.0.0.1:1".parse().unwrap(), slot, plan);
         // tokio rounds a task up to 128-byte steps; at most 128 bytes of future keeps it at 256.
         let size = std::mem::size_of_val(&task);
         assert!(
             size <= 128,
             "the per-connection future grew to {size} bytes"
         );
+    }
+
+    /// The limit is taken in one step: threads that accept at once never hold more places than
+    /// it allows (checking a shared count and then raising it lets them overshoot).
+    #[test]
+    fn racing_threads_never_take_more_places_than_the_limit() {
+        const LIMIT: u32 = 2;
+        let metrics = Metrics::new();
+        let runtime = unbound_runtime(Config::embedded_default().unwrap(), &metrics);
+        let shared = Arc::new(ListenerShared {
+            id: runtime.listeners[0].id,
+            name: "mqtt".to_string(),
+            metrics: metrics.listener("mqtt"),
+            registry: Arc::new(Registry::default()),
+            runtime: Arc::new(arc_swap::ArcSwap::from_pointee(runtime)),
+            open: Arc::default(),
+        });
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (shared, start) = (Arc::clone(&shared), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    let mut most = 0;
+                    for _ in 0..100_000 {
+                        if let Some(slot) = Slot::acquire(&shared, LIMIT) {
+                            most = most.max(shared.open.load(Ordering::Acquire));
+                            drop(slot);
+                        }
+                    }
+                    most
+                })
+            })
+            .collect();
+        let most = threads.into_iter().map(|t| t.join().unwrap()).max();
+        assert_eq!(
+            most,
+            Some(LIMIT),
+            "places held at once with a limit of {LIMIT}"
+        );
+        assert_eq!(shared.metrics.active.get(), 0);
     }
 }

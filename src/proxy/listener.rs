@@ -98,13 +98,12 @@ pub(crate) async fn accept_loop(
                     connection::close_cleanly(&client);
                     continue;
                 };
-                if shared.metrics.active.get() >= i64::from(plan.max_connections) {
+                let Some(slot) = Slot::acquire(&shared, plan.max_connections) else {
                     shared.metrics.refused(RefuseReason::Limit);
                     tracing::debug!(listener = %shared.name, %peer, "connection limit reached");
                     connection::close_cleanly(&client);
                     continue;
-                }
-                let slot = Slot::new(Arc::clone(&shared));
+                };
                 shared
                     .registry
                     .spawn(Connection::new(client, peer, slot, plan), shared.id);

@@ -77,6 +77,7 @@ impl Proxy {
     pub fn accept(&mut self, bound: BoundListener, metrics: ListenerMetrics) {
         let (stop, stopped) = watch::channel(false);
         let (done, ended) = mpsc::channel(1);
+        let open = Arc::default();
         let accepts = bound
             .sockets
             .into_iter()
@@ -88,6 +89,7 @@ impl Proxy {
                     metrics: metrics.clone(),
                     registry: Arc::clone(&self.registry),
                     runtime: Arc::clone(&self.runtime),
+                    open: Arc::clone(&open),
                 }),
                 stop: stopped.clone(),
                 done: done.clone(),

@@ -28,6 +28,8 @@ use crate::net::socket::{set_reset_on_close, shutdown_write};
 
 /// Bytes read per call: large enough for bulk transfers, borrowed only while data is ready.
 const BUFFER_SIZE: usize = 64 * 1024;
+/// A sleep with nothing due is set this far ahead (tokio's own "never" is not public).
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Reads per direction before yielding, so a bulk stream cannot starve other connections.
 const READS_PER_POLL: usize = 16;
 
@@ -53,6 +55,8 @@ pub enum RelayEnd {
     Reset(Side),
     /// No byte moved for the idle timeout.
     IdleTimeout,
+    /// One direction had ended and the other stayed silent for the half-close timeout.
+    HalfCloseTimeout,
     /// A socket error other than a reset, on the given side.
     Failed(Side, io::Error),
 }
@@ -119,7 +123,7 @@ impl Owed {
 }
 
 /// One direction of the relay: what is owed to the destination and whether the source ended.
-/// Kept to a pointer and three flags, because every idle connection carries two of these.
+/// Kept to a pointer, three flags and a timeout, because every idle connection carries two.
 #[derive(Default)]
 struct Direction {
     /// Present only while the destination is behind.
@@ -130,6 +134,10 @@ struct Direction {
     moved: bool,
     /// Bulk data seen: move bytes with splice.
     splice: bool,
+    /// The half-close timeout to arm once either direction ends, in milliseconds (0 = none, or
+    /// armed). Kept here, in padding the struct has anyway, rather than as a field of `Relay`
+    /// that would make every idle connection's task 8 bytes larger than tokio's 128-byte step.
+    half_close_ms: u32,
 }
 
 /// A failure while moving bytes, with the side it happened on.
@@ -313,12 +321,80 @@ fn is_reset(error: &io::Error) -> bool {
     )
 }
 
-/// The idle timer: re-armed lazily, from the time of the last transfer, when it fires, rather
-/// than on every transfer. Boxed, and present only where an idle timeout is configured.
-struct IdleTimer {
+/// The relay's timer: re-armed lazily, from the time of the last transfer, when it fires, rather
+/// than on every transfer. Boxed, and present only where an idle timeout is configured or once a
+/// direction has ended with a half-close timeout configured.
+struct Timer {
     sleep: Sleep,
-    timeout: Duration,
+    /// Close after this long with no byte either way.
+    idle: Option<Duration>,
+    /// Armed once one direction has ended: close after this long without a byte on the other.
+    half_close: Option<Duration>,
+    /// The last transfer (or when the timer started).
     last: Instant,
+}
+
+impl Timer {
+    fn new(idle: Option<Duration>) -> Pin<Box<Timer>> {
+        let now = Instant::now();
+        Box::pin(Timer {
+            sleep: tokio::time::sleep_until(now + idle.unwrap_or(FAR_FUTURE)),
+            idle,
+            half_close: None,
+            last: now,
+        })
+    }
+
+    /// The timeout that ends the relay now, if one is due; else the sleep is set for the next.
+    fn poll_due(self: Pin<&mut Self>, cx: &mut Context<'_>, moved: bool) -> Option<RelayEnd> {
+        // SAFETY: `sleep` is structurally pinned inside the pinned box and never moved out; the
+        // other fields are plain data.
+        let Timer {
+            sleep,
+            idle,
+            half_close,
+            last,
+        } = unsafe { self.get_unchecked_mut() };
+        let mut sleep = unsafe { Pin::new_unchecked(sleep) };
+        if moved {
+            *last = Instant::now();
+        }
+        while sleep.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let idle_due = idle.map(|timeout| *last + timeout);
+            let half_close_due = half_close.map(|timeout| *last + timeout);
+            if half_close_due.is_some_and(|due| now >= due) {
+                return Some(RelayEnd::HalfCloseTimeout);
+            }
+            if idle_due.is_some_and(|due| now >= due) {
+                return Some(RelayEnd::IdleTimeout);
+            }
+            let next = [idle_due, half_close_due].into_iter().flatten().min();
+            sleep.as_mut().reset(next.unwrap_or(now + FAR_FUTURE));
+        }
+        None
+    }
+
+    /// Starts the half-close timeout, counted from now.
+    fn arm_half_close(self: Pin<&mut Self>, timeout: Duration) {
+        // SAFETY: as in `poll_due`.
+        let Timer {
+            sleep,
+            idle,
+            half_close,
+            last,
+        } = unsafe { self.get_unchecked_mut() };
+        let sleep = unsafe { Pin::new_unchecked(sleep) };
+        *half_close = Some(timeout);
+        *last = Instant::now();
+        let due = [idle.map(|t| *last + t), Some(*last + timeout)]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(due) = due {
+            sleep.reset(due);
+        }
+    }
 }
 
 /// The relay of one connection: it owns both sockets and a few words of state, because every
@@ -328,24 +404,38 @@ pub struct Relay {
     backend: TcpStream,
     upstream: Direction,
     downstream: Direction,
-    idle: Option<Pin<Box<IdleTimer>>>,
+    /// Allocated only when there is something to time: an idle timeout from the start, a
+    /// half-close timeout once a direction ends.
+    timer: Option<Pin<Box<Timer>>>,
+}
+
+/// What ends a relay besides its sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Close after this long with no byte either way.
+    pub idle: Option<Duration>,
+    /// Once one direction has ended, close after this long without a byte on the other.
+    pub half_close: Option<Duration>,
 }
 
 impl Relay {
-    /// A relay between `client` and `backend` that ends after `idle_timeout` without traffic.
-    pub fn new(client: TcpStream, backend: TcpStream, idle_timeout: Option<Duration>) -> Relay {
+    /// A relay between `client` and `backend` that ends on `timeouts` as well as on its sockets.
+    pub fn new(client: TcpStream, backend: TcpStream, timeouts: Timeouts) -> Relay {
+        let half_close_ms = timeouts.half_close.map_or(0, |timeout| {
+            u32::try_from(timeout.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1)
+        });
+        let direction = || Direction {
+            half_close_ms,
+            ..Direction::default()
+        };
         Relay {
             client,
             backend,
-            upstream: Direction::default(),
-            downstream: Direction::default(),
-            idle: idle_timeout.map(|timeout| {
-                Box::pin(IdleTimer {
-                    sleep: tokio::time::sleep(timeout),
-                    timeout,
-                    last: Instant::now(),
-                })
-            }),
+            upstream: direction(),
+            downstream: direction(),
+            timer: timeouts.idle.map(|idle| Timer::new(Some(idle))),
         }
     }
 
@@ -405,26 +495,21 @@ impl Relay {
         if self.upstream.done && self.downstream.done {
             return Poll::Ready(Ok(RelayEnd::Closed));
         }
-        if let Some(idle) = &mut self.idle {
+        if self.upstream.done || self.downstream.done {
+            // Armed once, as the first direction ends; the idle timeout (if any) still applies.
+            let ms = std::mem::take(&mut self.upstream.half_close_ms)
+                .max(std::mem::take(&mut self.downstream.half_close_ms));
+            if ms > 0 {
+                let timeout = Duration::from_millis(u64::from(ms));
+                let timer = self.timer.get_or_insert_with(|| Timer::new(None));
+                timer.as_mut().arm_half_close(timeout);
+            }
+        }
+        if let Some(timer) = &mut self.timer {
             let moved = std::mem::take(&mut self.upstream.moved)
                 | std::mem::take(&mut self.downstream.moved);
-            // SAFETY: `sleep` is structurally pinned inside the pinned box and never moved out;
-            // the other fields are plain data.
-            let IdleTimer {
-                sleep,
-                timeout,
-                last,
-            } = unsafe { idle.as_mut().get_unchecked_mut() };
-            let mut sleep = unsafe { Pin::new_unchecked(sleep) };
-            if moved {
-                *last = Instant::now();
-            }
-            while sleep.as_mut().poll(cx).is_ready() {
-                let due = *last + *timeout;
-                if Instant::now() >= due {
-                    return Poll::Ready(Ok(RelayEnd::IdleTimeout));
-                }
-                sleep.as_mut().reset(due);
+            if let Some(end) = timer.as_mut().poll_due(cx, moved) {
+                return Poll::Ready(Ok(end));
             }
         }
         Poll::Pending
@@ -463,7 +548,7 @@ mod tests {
                 IntCounter::new("up", "up").unwrap(),
                 IntCounter::new("d", "d").unwrap(),
             );
-            let mut relay = Relay::new(client_inner, backend_inner, None);
+            let mut relay = Relay::new(client_inner, backend_inner, Timeouts::default());
             let end = std::future::poll_fn(|cx| {
                 relay.poll_relay(
                     cx,

@@ -84,6 +84,8 @@ pub struct ListenerPlan {
     pub proxy_header_timeout: Duration,
     /// Close after this long with no byte either way; `None` = never.
     pub idle_timeout: Option<Duration>,
+    /// Close this long after one direction ended if the other stays silent; `None` = never.
+    pub half_close_timeout: Option<Duration>,
     /// Connections held at once.
     pub max_connections: u32,
 }
@@ -182,6 +184,7 @@ impl Runtime {
                         accept_proxy_protocol: listener.accept_proxy_protocol,
                         proxy_header_timeout: listener.proxy_header_timeout,
                         idle_timeout: listener.idle_timeout,
+                        half_close_timeout: listener.half_close_timeout,
                         max_connections: listener.max_connections,
                     }),
                     metrics: socket.metrics.clone(),
@@ -210,6 +213,31 @@ impl Runtime {
             secrets,
             config,
         }
+    }
+
+    /// The runtime of `config` as if each listener were bound at its configured address, with
+    /// identities in config order: no previous runtime, no file. Nothing is bound or started;
+    /// for tools, tests and fuzzing, which need a runtime without a running sidecar.
+    pub fn unbound(config: Config, metrics: &Metrics, secrets: Secrets) -> Runtime {
+        let listeners: HashMap<String, ListenerSocket> = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let socket = ListenerSocket {
+                    id: ListenerId(u32::try_from(i).unwrap_or(u32::MAX)),
+                    addr: listener.listen,
+                    metrics: metrics.listener(&listener.name),
+                };
+                (listener.name.clone(), socket)
+            })
+            .collect();
+        let loaded = Loaded {
+            at: SystemTime::now(),
+            file: None,
+            sha256: None,
+        };
+        Runtime::build(config, None, &listeners, secrets, loaded, metrics)
     }
 
     /// The listener with identity `id`.

@@ -142,12 +142,7 @@ pub struct Candidate {
 /// when the file cannot be read, fails validation, changes what needs a restart, or names a
 /// secret that cannot be read.
 pub fn load(path: &Path, running: Option<&Config>) -> Result<Candidate, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        vec![ConfigError {
-            path: String::new(),
-            message: format!("cannot read {}: {error}", path.display()),
-        }]
-    })?;
+    let text = crate::config::read_file(path).map_err(|error| vec![error])?;
     let config = Config::from_toml(&text).map_err(|errors| errors.0)?;
     let mut problems = running.map_or_else(Vec::new, |running| restart_needed(running, &config));
     let secrets = match read_secrets(&config) {

@@ -34,10 +34,11 @@ pub(crate) async fn run(
         // Off the control thread, which also answers the load balancer's health checks: a
         // read from a stalled network mount must not stall those.
         let path = file.clone();
-        let Ok(Ok(text)) = tokio::task::spawn_blocking(move || std::fs::read(path)).await else {
+        let read = tokio::task::spawn_blocking(move || crate::config::read_file(&path));
+        let Ok(Ok(text)) = read.await else {
             continue;
         };
-        let hash = sha256(&text);
+        let hash = sha256(text.as_bytes());
         let running = runtime.load().loaded.sha256.clone();
         if running.as_deref() == Some(hash.as_str()) {
             asked = None;

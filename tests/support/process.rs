@@ -81,6 +81,17 @@ impl Process {
         }
     }
 
+    /// How many log lines so far have message `message` (without waiting for more).
+    pub fn count_logs(&mut self, message: &str) -> usize {
+        while let Ok(line) = self.logs.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen
+            .iter()
+            .filter(|l| l["fields"]["message"] == message)
+            .count()
+    }
+
     /// Waits for start-up, as the logs tell it: the address of the first listener and the
     /// admin endpoint's.
     pub fn started(&mut self) -> (SocketAddr, SocketAddr) {
