@@ -451,7 +451,7 @@ async fn a_half_closed_connection_whose_client_stays_silent_is_closed_and_counte
         "half_close_timeout = \"300ms\"",
         "",
     ));
-    let mut client = connect(proxy.addr("mqtt")).await;
+    let client = connect(proxy.addr("mqtt")).await;
     let (mut served, _) = backend.accept().await;
     proxy.metric_reaches(ACTIVE, &[], 1).await;
     served.shutdown().await.expect("the backend's FIN");
