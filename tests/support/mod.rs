@@ -10,6 +10,7 @@ pub mod emqx_api;
 pub mod forwarder;
 pub mod http;
 pub mod mqtt;
+pub mod netns;
 pub mod observe;
 pub mod peers;
 pub mod process;
