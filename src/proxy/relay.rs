@@ -326,74 +326,84 @@ fn is_reset(error: &io::Error) -> bool {
 /// direction has ended with a half-close timeout configured.
 struct Timer {
     sleep: Sleep,
+    deadlines: Deadlines,
+}
+
+/// What the timer times, as plain data.
+struct Deadlines {
     /// Close after this long with no byte either way.
     idle: Option<Duration>,
     /// Armed once one direction has ended: close after this long without a byte on the other.
     half_close: Option<Duration>,
-    /// The last transfer (or when the timer started).
+    /// The last transfer (or when the timer started, or when the half-close timeout was armed).
     last: Instant,
+}
+
+impl Deadlines {
+    fn idle_due(&self) -> Option<Instant> {
+        self.idle.map(|timeout| self.last + timeout)
+    }
+
+    fn half_close_due(&self) -> Option<Instant> {
+        self.half_close.map(|timeout| self.last + timeout)
+    }
+
+    /// The earliest deadline; far in the future when none is set.
+    fn next(&self) -> Instant {
+        [self.idle_due(), self.half_close_due()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.last + FAR_FUTURE)
+    }
 }
 
 impl Timer {
     fn new(idle: Option<Duration>) -> Pin<Box<Timer>> {
-        let now = Instant::now();
-        Box::pin(Timer {
-            sleep: tokio::time::sleep_until(now + idle.unwrap_or(FAR_FUTURE)),
+        let deadlines = Deadlines {
             idle,
             half_close: None,
-            last: now,
+            last: Instant::now(),
+        };
+        Box::pin(Timer {
+            sleep: tokio::time::sleep_until(deadlines.next()),
+            deadlines,
         })
+    }
+
+    /// The pinned sleep and the plain deadlines.
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut Sleep>, &mut Deadlines) {
+        // SAFETY: `sleep` is structurally pinned inside the pinned box and never moved out;
+        // `deadlines` is plain data, never pinned.
+        let Timer { sleep, deadlines } = unsafe { self.get_unchecked_mut() };
+        (unsafe { Pin::new_unchecked(sleep) }, deadlines)
     }
 
     /// The timeout that ends the relay now, if one is due; else the sleep is set for the next.
     fn poll_due(self: Pin<&mut Self>, cx: &mut Context<'_>, moved: bool) -> Option<RelayEnd> {
-        // SAFETY: `sleep` is structurally pinned inside the pinned box and never moved out; the
-        // other fields are plain data.
-        let Timer {
-            sleep,
-            idle,
-            half_close,
-            last,
-        } = unsafe { self.get_unchecked_mut() };
-        let mut sleep = unsafe { Pin::new_unchecked(sleep) };
+        let (mut sleep, deadlines) = self.project();
         if moved {
-            *last = Instant::now();
+            deadlines.last = Instant::now();
         }
         while sleep.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
-            let idle_due = idle.map(|timeout| *last + timeout);
-            let half_close_due = half_close.map(|timeout| *last + timeout);
-            if half_close_due.is_some_and(|due| now >= due) {
+            if deadlines.half_close_due().is_some_and(|due| now >= due) {
                 return Some(RelayEnd::HalfCloseTimeout);
             }
-            if idle_due.is_some_and(|due| now >= due) {
+            if deadlines.idle_due().is_some_and(|due| now >= due) {
                 return Some(RelayEnd::IdleTimeout);
             }
-            let next = [idle_due, half_close_due].into_iter().flatten().min();
-            sleep.as_mut().reset(next.unwrap_or(now + FAR_FUTURE));
+            sleep.as_mut().reset(deadlines.next());
         }
         None
     }
 
     /// Starts the half-close timeout, counted from now.
     fn arm_half_close(self: Pin<&mut Self>, timeout: Duration) {
-        // SAFETY: as in `poll_due`.
-        let Timer {
-            sleep,
-            idle,
-            half_close,
-            last,
-        } = unsafe { self.get_unchecked_mut() };
-        let sleep = unsafe { Pin::new_unchecked(sleep) };
-        *half_close = Some(timeout);
-        *last = Instant::now();
-        let due = [idle.map(|t| *last + t), Some(*last + timeout)]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(due) = due {
-            sleep.reset(due);
-        }
+        let (sleep, deadlines) = self.project();
+        deadlines.half_close = Some(timeout);
+        deadlines.last = Instant::now();
+        sleep.reset(deadlines.next());
     }
 }
 
