@@ -151,38 +151,41 @@ impl Refresh {
         error: Option<String>,
         written: &mut Option<Vec<Peer>>,
     ) {
-        // No file before the first answer: an empty seed list written at start-up would tell a
-        // booting broker that it is alone.
-        let write = refreshed.is_some() && written.as_ref() != Some(&peers);
-        if let Some((path, format)) = self.peers_file.clone().filter(|_| write) {
-            let name = self.source.name.clone();
-            let to_write = peers.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                write_peers_file(&path, format, &name, &to_write).map_err(|e| (path, e))
-            })
-            .await;
-            match result {
-                Ok(Ok(())) => *written = Some(peers.clone()),
-                // Left as it was: the next refresh tries again.
-                Ok(Err((path, e))) => tracing::warn!(
-                    source = %self.source.name,
-                    path = %path.display(),
-                    error = %e,
-                    "could not write the peers file"
-                ),
-                Err(e) => {
-                    tracing::warn!(source = %self.source.name, error = %e, "peers file writer failed")
-                }
-            }
-        }
         self.metrics
             .peers
             .set(i64::try_from(peers.len()).unwrap_or(i64::MAX));
+        // No file before the first answer: an empty seed list written at start-up would tell a
+        // booting broker that it is alone.
+        let write = refreshed.is_some() && written.as_ref() != Some(&peers);
+        // Published before the file is written, so that once the file holds a set, `/peers` and
+        // the backends' peer syncs hold it too.
         self.source.publish(PeerSet {
-            peers,
+            peers: peers.clone(),
             refreshed,
             error,
         });
+        let Some((path, format)) = self.peers_file.clone().filter(|_| write) else {
+            return;
+        };
+        let name = self.source.name.clone();
+        let to_write = peers.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            write_peers_file(&path, format, &name, &to_write).map_err(|e| (path, e))
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => *written = Some(peers),
+            // Left as it was: the next refresh tries again.
+            Ok(Err((path, e))) => tracing::warn!(
+                source = %self.source.name,
+                path = %path.display(),
+                error = %e,
+                "could not write the peers file"
+            ),
+            Err(e) => {
+                tracing::warn!(source = %self.source.name, error = %e, "peers file writer failed")
+            }
+        }
     }
 }
 
