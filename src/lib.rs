@@ -6,7 +6,8 @@
 //! then backups and peers); [`health`] probes every server and publishes up/down; [`proxy`]
 //! accepts clients and relays them to the best server that is up; [`admin`] and [`metrics`] only
 //! read the shared [`state`]; [`shutdown`] drains it all in order. [`net`] holds the socket and
-//! PROXY-header helpers that the relay, the probes and admin share. [`sidecar`] assembles the
+//! PROXY-header helpers that the relay, the probes and admin share; [`tls`] the material of
+//! TLS-terminating listeners. [`sidecar`] assembles the
 //! parts. Only the binary (`main.rs`) installs signal handlers and exits the process.
 
 pub mod admin;
@@ -24,3 +25,4 @@ pub mod shutdown;
 pub mod sidecar;
 pub mod state;
 pub mod task;
+pub mod tls;

@@ -67,18 +67,39 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
+    // One crypto provider for the process. Every TLS config names ring explicitly too, so a
+    // second provider that a dependency enables can never leave rustls without a default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        Command::CheckConfig { file } => match Config::from_file(&file) {
-            Ok(config) => {
-                print!("{}", config.to_toml());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        Command::CheckConfig { file } => check_config(&file),
         Command::Run { config } => run(config),
+    }
+}
+
+/// Validates `file` and reads every TLS file it names; prints the effective config, or every
+/// problem. A certificate that expires soon is a warning on stderr, not a failure.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let config = match Config::from_file(file) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match brokerside::tls::load_listeners(&config) {
+        Ok((_, warnings)) => {
+            for warning in warnings {
+                eprintln!("warning: {}: {}", warning.path, warning.message);
+            }
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 //! share taken again before that (a checker restarted with new settings) keeps the series and
 //! their values.
 
+mod tls;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
@@ -17,6 +19,8 @@ use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+pub use tls::{HandshakeFailure, TlsMetrics};
 
 /// Why a client connection was refused or cut before relaying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +87,7 @@ pub struct Metrics {
     admin_requests: IntCounterVec,
     admin_refused: IntCounterVec,
     admin_timeouts: IntCounterVec,
+    tls: tls::TlsFamilies,
     owners: Arc<Mutex<HashMap<SeriesKey, Weak<Owner>>>>,
 }
 
@@ -425,10 +430,16 @@ impl Metrics {
                 "Admin connections cut by a timeout: header (no complete request head in time, idle keep-alive included), write_stall (the client read nothing for the timeout).",
                 &["reason"],
             ),
+            tls: tls::TlsFamilies::register(&registry),
             owners: Arc::default(),
             connections_active,
             registry,
         }
+    }
+
+    /// The TLS handles of listener `name` (its series go with the listener's).
+    pub fn tls_listener(&self, name: &str) -> TlsMetrics {
+        self.tls.listener(name)
     }
 
     /// A share of the series under `key`: the one already held, or a new one.
@@ -476,6 +487,7 @@ impl Metrics {
                 for direction in ["to_backend", "to_client"] {
                     let _ = self.bytes.remove_label_values(&[name, direction]);
                 }
+                self.tls.remove(name);
             }
             SeriesKey::Server(backend, server) => {
                 let _ = self

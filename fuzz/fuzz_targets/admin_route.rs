@@ -50,6 +50,7 @@ fn bases() -> &'static [SidecarState; 4] {
             let config = Config::embedded_default().expect("the embedded default is valid");
             let secrets = Secrets {
                 admin_token: with_token.then(|| TOKEN.to_string()),
+                ..Secrets::default()
             };
             let state = SidecarState::offline(config, secrets);
             if up {

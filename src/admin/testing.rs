@@ -40,6 +40,7 @@ pub(super) fn state(drain_token: Option<&str>) -> (Arc<SidecarState>, SocketAddr
     let server = config.backends[0].servers[0];
     let secrets = Secrets {
         admin_token: drain_token.map(str::to_string),
+        ..Secrets::default()
     };
     let runtime = unbound_runtime_with(config, &metrics, secrets);
     // Nothing answers reloads here: `POST /reload` reports the sidecar stopped.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    CheckConfig, CheckKind, ClusterMembers, Config, DiscoveryKind, DnsRecord, LoopbackSources,
-    PeersFileFormat, ProxyProtocol, TokenSource, format_duration,
+    CheckConfig, CheckKind, ClientAuth, ClusterMembers, Config, DiscoveryKind, DnsRecord,
+    LoopbackSources, PeersFileFormat, ProxyProtocol, TlsConfig, TokenSource, format_duration,
 };
 
 /// Writes `<key>_file` or `<key>_env` for a secret's source (never the secret).
@@ -89,6 +89,38 @@ fn check_table(check: &CheckConfig) -> Table {
     t
 }
 
+/// `[listener.tls]` with every default written out.
+fn tls_table(tls: &TlsConfig) -> Table {
+    let mut t = Table::new();
+    t.insert("cert".into(), text(tls.cert.cert.display()));
+    t.insert("key".into(), text(tls.cert.key.display()));
+    if let Some(ca) = &tls.client_ca {
+        t.insert("client_ca".into(), text(ca.display()));
+        let auth = match tls.client_auth {
+            ClientAuth::Required => "required",
+            ClientAuth::Optional => "optional",
+        };
+        t.insert("client_auth".into(), text(auth));
+        let crls: Vec<String> = tls.crl.iter().map(|p| p.display().to_string()).collect();
+        t.insert("crl".into(), list(&crls));
+    }
+    t.insert("min_version".into(), text(tls.min_version.label()));
+    t.insert("alpn".into(), list(&tls.alpn));
+    t.insert("handshake_timeout".into(), time(tls.handshake_timeout));
+    t.insert("watch".into(), time(tls.watch.unwrap_or_default()));
+    if !tls.sni.is_empty() {
+        let sni = tls.sni.iter().map(|sni| {
+            let mut s = Table::new();
+            s.insert("names".into(), list(&sni.names));
+            s.insert("cert".into(), text(sni.files.cert.display()));
+            s.insert("key".into(), text(sni.files.key.display()));
+            Value::Table(s)
+        });
+        t.insert("sni".into(), Value::Array(sni.collect()));
+    }
+    t
+}
+
 /// Renders `config` as TOML that parses back to the same [`Config`] (a password prints as
 /// `"<set>"`).
 pub fn to_toml(config: &Config) -> String {
@@ -137,6 +169,9 @@ pub fn to_toml(config: &Config) -> String {
             time(l.half_close_timeout.unwrap_or_default()),
         );
         t.insert("backlog".into(), Value::Integer(l.backlog.into()));
+        if let Some(tls) = &l.tls {
+            t.insert("tls".into(), Value::Table(tls_table(tls)));
+        }
         Value::Table(t)
     });
     doc.insert("listener".into(), Value::Array(listeners.collect()));

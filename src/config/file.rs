@@ -17,6 +17,32 @@ pub struct FileListener {
     pub idle_timeout: Option<String>,
     pub half_close_timeout: Option<String>,
     pub backlog: Option<i64>,
+    pub tls: Option<FileTls>,
+}
+
+/// `[listener.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub sni: Option<Vec<FileSni>>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub crl: Option<Vec<String>>,
+    pub min_version: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub handshake_timeout: Option<String>,
+    pub watch: Option<String>,
+}
+
+/// One `[[listener.tls.sni]]`: a certificate served to clients that ask for its names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSni {
+    pub names: Option<Vec<String>>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// One `[[backend]]`.

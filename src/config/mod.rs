@@ -7,6 +7,7 @@ mod duration;
 mod effective;
 mod fields;
 mod file;
+mod tls;
 mod validate;
 
 use std::fmt;
@@ -28,6 +29,11 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 500_000;
 pub const DEFAULT_BACKLOG: u32 = 4096;
 /// Default `half_close_timeout`: HAProxy's `timeout client-fin` / `server-fin` for the same job.
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `[listener.tls] handshake_timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[listener.tls] watch`: how often certificate, key, CA and CRL files are read to see
+/// whether they changed (Vault, cert-manager and Nomad templates replace them by rename).
+pub const DEFAULT_TLS_WATCH: Duration = Duration::from_secs(5);
 /// Default `connect_timeout` per backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default drain `deadline`.
@@ -287,6 +293,79 @@ pub struct ListenerConfig {
     pub half_close_timeout: Option<Duration>,
     /// listen(2) backlog.
     pub backlog: u32,
+    /// TLS terminated here; `None` = bytes pass through untouched.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[listener.tls]`: terminate TLS on this listener and relay plaintext to the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// The default certificate: for clients that send no SNI name or one no `sni` entry has.
+    pub cert: CertFiles,
+    /// More certificates, each for the names it lists (or its own DNS names).
+    pub sni: Vec<SniCert>,
+    /// CA certificates (PEM) that client certificates must chain to; `None` = no client
+    /// certificates are asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required or only verified when one is sent.
+    pub client_auth: ClientAuth,
+    /// Certificate revocation lists (PEM or DER) checked against client certificates.
+    pub crl: Vec<PathBuf>,
+    /// The oldest TLS version accepted.
+    pub min_version: TlsVersion,
+    /// ALPN protocols offered, in order of preference (e.g. `mqtt`); empty = none.
+    pub alpn: Vec<String>,
+    /// Time a client has to finish its handshake.
+    pub handshake_timeout: Duration,
+    /// How often the files are read to see whether they changed; `None` = only on reload.
+    pub watch: Option<Duration>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// A certificate chosen by the client's SNI name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCert {
+    /// Names it is served for (lower case; `*.example.com` matches one label); empty = the
+    /// DNS names the certificate itself lists.
+    pub names: Vec<String>,
+    /// Its files.
+    pub files: CertFiles,
+}
+
+/// Client certificates with `client_ca`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A handshake without a valid client certificate fails.
+    Required,
+    /// A certificate is verified when sent; clients without one are let through.
+    Optional,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
+}
+
+impl TlsVersion {
+    /// As written in the config and in labels: `1.2`, `1.3`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
 }
 
 /// Which PROXY protocol header, if any, goes to the backend.
@@ -447,8 +526,16 @@ impl fmt::Display for ConfigErrors {
 pub fn read_file(path: &Path) -> Result<String, ConfigError> {
     let problem = |message: String| ConfigError {
         path: String::new(),
-        message: format!("cannot read {}: {message}", path.display()),
+        message,
     };
+    let bytes = read_file_bytes(path).map_err(problem)?;
+    String::from_utf8(bytes).map_err(|e| problem(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Reads a regular file (or a link to one) whole, as [`read_file`] does; the message names the
+/// file and says what is wrong.
+pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, String> {
+    let problem = |message: String| format!("cannot read {}: {message}", path.display());
     let metadata = std::fs::metadata(path).map_err(|e| problem(e.to_string()))?;
     if !metadata.is_file() {
         let kind = if metadata.is_dir() {
@@ -458,7 +545,7 @@ pub fn read_file(path: &Path) -> Result<String, ConfigError> {
         };
         return Err(problem(format!("it is {kind}")));
     }
-    std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))
+    std::fs::read(path).map_err(|e| problem(e.to_string()))
 }
 
 impl Config {

@@ -362,6 +362,10 @@ fn listener(
         idle_timeout: (!idle.is_zero()).then_some(idle),
         half_close_timeout: (!half_close.is_zero()).then_some(half_close),
         backlog,
+        tls: file
+            .tls
+            .as_ref()
+            .and_then(|tls| super::tls::tls(tls, &format!("{path}.tls"), problems)),
     })
 }
 

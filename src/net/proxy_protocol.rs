@@ -113,6 +113,60 @@ pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     out
 }
 
+/// PP2_TYPE_SSL: the client connected over TLS (section 2.2.5).
+const PP2_TYPE_SSL: u8 = 0x20;
+/// PP2_SUBTYPE_SSL_VERSION: the TLS version, as text.
+const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+/// PP2_SUBTYPE_SSL_CN: the client certificate's common name, as text.
+const PP2_SUBTYPE_SSL_CN: u8 = 0x22;
+/// `client` bits of PP2_TYPE_SSL.
+const PP2_CLIENT_SSL: u8 = 0x01;
+const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+const PP2_CLIENT_CERT_SESS: u8 = 0x04;
+
+/// What a TLS-terminating listener tells the broker about the client's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SslInfo {
+    /// The version as OpenSSL names it: `TLSv1.2`, `TLSv1.3`.
+    pub version: &'static str,
+    /// Whether the client presented a certificate (it was verified: rustls ends a handshake
+    /// whose certificate does not verify).
+    pub client_cert: bool,
+    /// The verified client certificate's common name, if it has one.
+    pub common_name: Option<String>,
+}
+
+/// Appends a PP2_TYPE_SSL TLV to the v2 `header` (and raises its length field), laid out as
+/// HAProxy's `send-proxy-v2-ssl-cn` lays it out: the client flags (SSL, and CERT_CONN |
+/// CERT_SESS with a client certificate), verify = 0 (verified), then the version and CN
+/// sub-TLVs. EMQX reads the CN from it (`peer_cert_as_username = cn`).
+pub fn append_ssl_tlv(header: &mut Vec<u8>, ssl: &SslInfo) {
+    let mut value = Vec::with_capacity(64);
+    let mut client = PP2_CLIENT_SSL;
+    if ssl.client_cert {
+        client |= PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS;
+    }
+    value.push(client);
+    value.extend_from_slice(&0u32.to_be_bytes());
+    push_tlv(&mut value, PP2_SUBTYPE_SSL_VERSION, ssl.version.as_bytes());
+    if let Some(cn) = &ssl.common_name {
+        // A TLV's length is 16 bits, and the whole header stays within what a parser accepts.
+        let cn = &cn.as_bytes()[..cn.len().min(1024)];
+        push_tlv(&mut value, PP2_SUBTYPE_SSL_CN, cn);
+    }
+    push_tlv(header, PP2_TYPE_SSL, &value);
+    if header.len() >= V2_FIXED_LEN {
+        let length = u16::try_from(header.len() - V2_FIXED_LEN).unwrap_or(u16::MAX);
+        header[14..16].copy_from_slice(&length.to_be_bytes());
+    }
+}
+
+fn push_tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
 /// What an inbound header said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inbound {

@@ -15,13 +15,15 @@ use tokio::net::TcpStream;
 
 use super::registry::Registry;
 use super::relay::{Counters, Relay, RelayEnd, Side, Timeouts};
+use super::tls::{self, Handshaken, TlsRelay, forward_early};
 use super::upstream;
 use crate::backend::{OutageLine, Role};
 use crate::config::ProxyProtocol;
-use crate::metrics::{ListenerMetrics, RefuseReason};
-use crate::net::proxy_protocol::{self, Inbound};
+use crate::metrics::{HandshakeFailure, ListenerMetrics, RefuseReason};
+use crate::net::proxy_protocol::{self, Inbound, SslInfo};
 use crate::net::socket::shutdown_write;
 use crate::runtime::{ListenerId, ListenerPlan, Runtime};
+use crate::tls::Terminator;
 
 /// What every connection of one listener on one relay thread shares. One copy per thread keeps
 /// the reference count that every connection takes in that thread's core.
@@ -70,10 +72,18 @@ impl Drop for Slot {
     }
 }
 
-/// What set-up hands to the relay: the client, the backend, and the idle timeout of the plan
-/// the connection started with. Nothing else of the plan is needed once bytes flow, so an idle
-/// connection holds no reference to any runtime snapshot.
-type Opened = Option<(TcpStream, TcpStream, Timeouts)>;
+/// What set-up hands to the relay: the client, the backend, the timeouts of the plan the
+/// connection started with, and the TLS session when the listener terminates TLS. Nothing else
+/// of the plan is needed once bytes flow, so an idle connection holds no reference to any
+/// runtime snapshot.
+pub(crate) struct Open {
+    client: TcpStream,
+    backend: TcpStream,
+    timeouts: Timeouts,
+    tls: Option<Handshaken>,
+}
+
+pub(crate) type Opened = Option<Open>;
 
 /// One client connection as a task. Written by hand rather than as an `async fn` because an
 /// idle connection holds this for its whole life: set-up state lives in a box that is freed
@@ -83,6 +93,8 @@ pub(crate) enum Connection {
     Opening(Pin<Box<dyn Future<Output = Opened> + Send>>, Slot),
     /// Relaying bytes.
     Relaying(Relay, Slot),
+    /// Relaying bytes through TLS terminated here.
+    RelayingTls(Box<TlsRelay>, Slot),
     /// Ended; polled no more.
     Done,
 }
@@ -109,12 +121,25 @@ impl Future for Connection {
         loop {
             match this {
                 Connection::Opening(open, _) => match ready!(open.as_mut().poll(cx)) {
-                    Some((client, backend, timeouts)) => {
+                    Some(open) => {
                         if let Connection::Opening(_, slot) =
                             std::mem::replace(this, Connection::Done)
                         {
-                            let relay = Relay::new(client, backend, timeouts);
-                            *this = Connection::Relaying(relay, slot);
+                            *this = match open.tls {
+                                None => Connection::Relaying(
+                                    Relay::new(open.client, open.backend, open.timeouts),
+                                    slot,
+                                ),
+                                Some(session) => Connection::RelayingTls(
+                                    Box::new(TlsRelay::new(
+                                        open.client,
+                                        open.backend,
+                                        session,
+                                        open.timeouts,
+                                    )),
+                                    slot,
+                                ),
+                            };
                         }
                     }
                     None => {
@@ -129,7 +154,18 @@ impl Future for Connection {
                         to_client: &metrics.bytes_to_client,
                     };
                     let end = ready!(relay.poll_relay(cx, counters));
-                    log_end(relay, end, metrics);
+                    log_end(relay.client(), relay.backend(), end, metrics);
+                    *this = Connection::Done;
+                    return Poll::Ready(());
+                }
+                Connection::RelayingTls(relay, slot) => {
+                    let metrics = &slot.shared.metrics;
+                    let counters = Counters {
+                        to_backend: &metrics.bytes_to_backend,
+                        to_client: &metrics.bytes_to_client,
+                    };
+                    let end = ready!(relay.poll_relay(cx, counters));
+                    log_end(relay.client(), relay.backend(), end, metrics);
                     *this = Connection::Done;
                     return Poll::Ready(());
                 }
@@ -141,13 +177,10 @@ impl Future for Connection {
 
 /// Counts and logs how a relay ended. Addresses are read back from the sockets here rather than
 /// kept for the connection's whole life.
-fn log_end(relay: &Relay, end: RelayEnd, metrics: &crate::metrics::ListenerMetrics) {
+fn log_end(client: &TcpStream, backend: &TcpStream, end: RelayEnd, metrics: &ListenerMetrics) {
     // Two system calls per connection that only a debug log needs.
     let (peer, server) = if tracing::enabled!(tracing::Level::DEBUG) {
-        (
-            relay.client().peer_addr().ok(),
-            relay.backend().peer_addr().ok(),
-        )
+        (client.peer_addr().ok(), backend.peer_addr().ok())
     } else {
         (None, None)
     };
@@ -209,6 +242,10 @@ async fn open(
     } else {
         None
     };
+    let mut tls = match &plan.tls {
+        None => None,
+        Some(terminator) => Some(terminate(&mut client, peer, terminator).await?),
+    };
 
     let Some((mut backend, server, role)) = upstream::connect(&plan.backend).await else {
         tracing::debug!(%peer, backend = %plan.backend.name, "no backend server accepted the connection");
@@ -238,19 +275,68 @@ async fn open(
         },
     };
     if let Some((src, dst)) = addresses
-        && let Some(header) = proxy_protocol::header(plan.proxy_protocol, src, dst)
-        && let Err(error) = backend.write_all(&header).await
+        && let Some(mut header) = proxy_protocol::header(plan.proxy_protocol, src, dst)
     {
-        tracing::debug!(%peer, %server, %error, "writing the PROXY header failed");
+        if let (ProxyProtocol::V2, Some(session)) = (plan.proxy_protocol, &tls) {
+            let ssl = SslInfo {
+                version: session.version_name(),
+                client_cert: session.conn.peer_certificates().is_some(),
+                common_name: session.client_cn(),
+            };
+            proxy_protocol::append_ssl_tlv(&mut header, &ssl);
+        }
+        if let Err(error) = backend.write_all(&header).await {
+            tracing::debug!(%peer, %server, %error, "writing the PROXY header failed");
+            metrics.refused(RefuseReason::BackendError);
+            close_cleanly(&client);
+            return None;
+        }
+    }
+    if let Some(session) = &mut tls
+        && let Err(error) = forward_early(&mut backend, session, &metrics.bytes_to_backend).await
+    {
+        tracing::debug!(%peer, %server, %error, "sending the first bytes to the backend failed");
         metrics.refused(RefuseReason::BackendError);
-        close_cleanly(&client);
         return None;
     }
     let timeouts = Timeouts {
         idle: plan.idle_timeout,
         half_close: plan.half_close_timeout,
     };
-    Some((client, backend, timeouts))
+    Some(Open {
+        client,
+        backend,
+        timeouts,
+        tls,
+    })
+}
+
+/// The TLS handshake of a terminating listener, within its `handshake_timeout`, counted either
+/// way. `None` when it failed: that connection ends here.
+async fn terminate(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    terminator: &Terminator,
+) -> Option<Handshaken> {
+    let server = Arc::clone(&terminator.material().server);
+    let metrics = &terminator.metrics;
+    let timeout = terminator.config.handshake_timeout;
+    match tokio::time::timeout(timeout, tls::handshake(client, server)).await {
+        Ok(Ok(session)) => {
+            metrics.handshake(session.conn.protocol_version());
+            Some(session)
+        }
+        Ok(Err(failed)) => {
+            tracing::debug!(%peer, reason = failed.reason.label(), error = %failed.error, "TLS handshake failed");
+            metrics.failed(failed.reason);
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
+            metrics.failed(HandshakeFailure::Timeout);
+            None
+        }
+    }
 }
 
 /// Logs what an outage of the plan's backend asks for: its start, a summary now and then, its end.

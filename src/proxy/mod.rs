@@ -9,6 +9,7 @@ mod listener;
 mod pipe;
 mod registry;
 pub mod relay;
+mod tls;
 mod upstream;
 mod workers;
 

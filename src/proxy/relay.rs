@@ -312,7 +312,7 @@ fn splice_transfer(
     Poll::Ready(Step::Sent(read))
 }
 
-fn is_reset(error: &io::Error) -> bool {
+pub(super) fn is_reset(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionReset
@@ -324,7 +324,7 @@ fn is_reset(error: &io::Error) -> bool {
 /// The relay's timer: re-armed lazily, from the time of the last transfer, when it fires, rather
 /// than on every transfer. Boxed, and present only where an idle timeout is configured or once a
 /// direction has ended with a half-close timeout configured.
-struct Timer {
+pub(super) struct Timer {
     sleep: Sleep,
     deadlines: Deadlines,
 }
@@ -359,7 +359,7 @@ impl Deadlines {
 }
 
 impl Timer {
-    fn new(idle: Option<Duration>) -> Pin<Box<Timer>> {
+    pub(super) fn new(idle: Option<Duration>) -> Pin<Box<Timer>> {
         let deadlines = Deadlines {
             idle,
             half_close: None,
@@ -380,7 +380,11 @@ impl Timer {
     }
 
     /// The timeout that ends the relay now, if one is due; else the sleep is set for the next.
-    fn poll_due(self: Pin<&mut Self>, cx: &mut Context<'_>, moved: bool) -> Option<RelayEnd> {
+    pub(super) fn poll_due(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        moved: bool,
+    ) -> Option<RelayEnd> {
         let (mut sleep, deadlines) = self.project();
         if moved {
             deadlines.last = Instant::now();
@@ -399,7 +403,7 @@ impl Timer {
     }
 
     /// Starts the half-close timeout, counted from now.
-    fn arm_half_close(self: Pin<&mut Self>, timeout: Duration) {
+    pub(super) fn arm_half_close(self: Pin<&mut Self>, timeout: Duration) {
         let (sleep, deadlines) = self.project();
         deadlines.half_close = Some(timeout);
         deadlines.last = Instant::now();

@@ -25,6 +25,7 @@ use crate::config::{Config, ConfigError, DiscoveryKind, ProxyProtocol, TokenSour
 use crate::discovery::{SelfNode, Source};
 use crate::health::ServerHealth;
 use crate::metrics::{ListenerMetrics, Metrics};
+use crate::tls::{Terminator, TlsMaterial};
 
 pub mod controller;
 pub mod reload;
@@ -69,6 +70,8 @@ pub struct Loaded {
 pub struct Secrets {
     /// The token that allows `POST /drain` and `POST /reload` from other hosts.
     pub admin_token: Option<String>,
+    /// The TLS material of each TLS-terminating listener, by listener name.
+    pub tls: HashMap<String, Arc<TlsMaterial>>,
 }
 
 /// What a new connection of one listener does.
@@ -88,6 +91,8 @@ pub struct ListenerPlan {
     pub half_close_timeout: Option<Duration>,
     /// Connections held at once.
     pub max_connections: u32,
+    /// TLS terminated before anything else; `None` = bytes pass through.
+    pub tls: Option<Arc<Terminator>>,
 }
 
 /// One listener in a runtime.
@@ -133,7 +138,8 @@ impl Runtime {
     /// every listener of `config` by name, already bound.
     ///
     /// # Panics
-    /// If a listener of `config` is missing from `listeners`: the caller binds them first.
+    /// If a listener of `config` is missing from `listeners` (the caller binds them first), or a
+    /// TLS listener's material is missing from `secrets` (the caller loads it first).
     pub fn build(
         config: Config,
         previous: Option<&Runtime>,
@@ -174,6 +180,32 @@ impl Runtime {
                 let socket = listeners
                     .get(&listener.name)
                     .unwrap_or_else(|| panic!("listener `{}` is not bound", listener.name));
+                let tls = listener.tls.as_ref().map(|tls| {
+                    let material = secrets.tls.get(&listener.name).cloned().unwrap_or_else(|| {
+                        panic!(
+                            "the TLS material of listener `{}` is not loaded",
+                            listener.name
+                        )
+                    });
+                    // Kept while the listener's TLS settings stay as they were: the file watcher
+                    // that holds it then keeps serving this listener.
+                    let before = previous
+                        .and_then(|p| p.listener_named(&listener.name))
+                        .and_then(|l| l.plan.tls.as_ref())
+                        .filter(|t| t.config == *tls);
+                    match before {
+                        Some(before) => {
+                            before.install(material);
+                            Arc::clone(before)
+                        }
+                        None => Arc::new(Terminator::new(
+                            &listener.name,
+                            tls.clone(),
+                            material,
+                            metrics.tls_listener(&listener.name),
+                        )),
+                    }
+                });
                 ListenerRuntime {
                     id: socket.id,
                     name: listener.name.clone(),
@@ -186,6 +218,7 @@ impl Runtime {
                         idle_timeout: listener.idle_timeout,
                         half_close_timeout: listener.half_close_timeout,
                         max_connections: listener.max_connections,
+                        tls,
                     }),
                     metrics: socket.metrics.clone(),
                 }
@@ -271,8 +304,8 @@ impl Runtime {
     }
 }
 
-/// Reads the secrets `config` names: the admin token's value, and every other token and
-/// credential once, so that a config whose secret cannot be read is refused as a whole rather
+/// Reads the secrets `config` names: the admin token's value, every TLS listener's certificates
+/// and keys (checked as `check-config` checks them), and every other token and credential once, so that a config whose secret cannot be read is refused as a whole rather
 /// than failing later in a discovery refresh or a cluster-guard ask.
 pub fn read_secrets(config: &Config) -> Result<Secrets, Vec<ConfigError>> {
     let mut wanted: Vec<(String, &TokenSource)> = Vec::new();
@@ -293,6 +326,18 @@ pub fn read_secrets(config: &Config) -> Result<Secrets, Vec<ConfigError>> {
         wanted.push(("cluster.password".to_string(), password));
     }
     let mut problems = Vec::new();
+    let tls = match crate::tls::load_listeners(config) {
+        Ok((tls, warnings)) => {
+            for warning in warnings {
+                tracing::warn!(field = %warning.path, "{}", warning.message);
+            }
+            tls
+        }
+        Err(more) => {
+            problems.extend(more);
+            HashMap::new()
+        }
+    };
     let mut admin_token = None;
     for (path, source) in wanted {
         match source.read() {
@@ -309,7 +354,7 @@ pub fn read_secrets(config: &Config) -> Result<Secrets, Vec<ConfigError>> {
         }
     }
     if problems.is_empty() {
-        Ok(Secrets { admin_token })
+        Ok(Secrets { admin_token, tls })
     } else {
         Err(problems)
     }

@@ -16,6 +16,7 @@ pub mod peers;
 pub mod process;
 pub mod raw_mqtt;
 pub mod sidecar;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,0 +1,518 @@
+//! TLS termination as clients meet it: real TLS clients (rustls through rumqttc and
+//! tokio-rustls, `openssl s_client`, mosquitto's clients) through a terminating listener to a
+//! plaintext broker, certificates chosen by SNI, client certificates verified against a CA and a
+//! revocation list with the verified CN passed on in PROXY v2, hostile handshakes, and the
+//! handshake metrics. Certificates are real ones, made by rcgen.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use support::tls::{Issued, Pki, chain, serial_of, tls_connect};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A `[listener.tls]` table for `server`, with `extra` lines.
+fn tls_table(server: &Issued, extra: &str) -> String {
+    format!(
+        "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n{extra}\n",
+        server.cert.display(),
+        server.key.display()
+    )
+}
+
+/// A TLS listener `mqtts` relaying to `servers`.
+fn tls_config(servers: &[SocketAddr], listener_extra: &str, tls: &str) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[[listener]]\nname = \"mqtts\"\nlisten = \"127.0.0.1:0\"\nbackend = \"b\"\n{listener_extra}\n{tls}\n\
+         [[backend]]\nname = \"b\"\nservers = [{}]\nloopback_sources = \"off\"\n",
+        servers.join(", ")
+    )
+}
+
+fn tls_options(id: &str, addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> MqttOptions {
+    let mut options = MqttOptions::new(id, "localhost", addr.port());
+    options.set_transport(Transport::Tls(TlsConfiguration::Rustls(config)));
+    options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+/// rumqttc over TLS 1.3 through termination to rumqttd's plain port: subscribe, then a 1 MiB
+/// payload comes back byte for byte; the handshakes are counted by version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_reaches_a_plaintext_broker_byte_exact() {
+    let broker = start_rumqttd().await;
+    let pki = Pki::new("mqtt");
+    let server = pki.server("server", &["localhost"], 1);
+    let proxy = start_proxy(&tls_config(&[broker.mqtt], "", &tls_table(&server, "")));
+    let addr = proxy.addr("mqtts");
+    let config = pki.client_config(None, &[]);
+
+    let mut subscriber = MqttClient::connect(tls_options("sub", addr, Arc::clone(&config))).await;
+    subscriber
+        .client
+        .subscribe("big", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    subscriber
+        .expect("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+        .await;
+    let publisher = MqttClient::connect(tls_options("pub", addr, config)).await;
+    let payload = pattern(1024 * 1024);
+    publisher
+        .client
+        .publish("big", QoS::AtLeastOnce, false, payload.clone())
+        .await
+        .unwrap();
+    let got = subscriber
+        .expect("the 1 MiB publish", |p| match p {
+            Packet::Publish(publish) => Some(publish.payload.to_vec()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        got == payload,
+        "payload corrupted ({} bytes came)",
+        got.len()
+    );
+    assert_eq!(
+        proxy.metric(
+            "brokerside_tls_handshakes_total",
+            &[("listener", "mqtts"), ("version", "1.3")]
+        ),
+        2
+    );
+    assert!(proxy.metric("brokerside_bytes_total", &[("direction", "to_client")]) > 1024 * 1024);
+}
+
+/// `openssl s_client` verifies the chain against the test CA with TLS 1.3 and with TLS 1.2,
+/// negotiates ALPN, and its bytes reach an echo backend and come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_verifies_the_chain_with_tls_1_3_and_1_2_and_negotiates_alpn() {
+    let echo = echo_backend().await;
+    let pki = Pki::new("openssl");
+    let server = pki.server("server", &["localhost"], 7);
+    let tls = tls_table(&server, "alpn = [\"mqtt\"]");
+    let proxy = start_proxy(&tls_config(&[echo], "", &tls));
+    let addr = proxy.addr("mqtts");
+    for version in ["-tls1_3", "-tls1_2"] {
+        let mut child = tokio::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                "localhost",
+            ])
+            .args([
+                "-CAfile",
+                &pki.ca.display().to_string(),
+                "-verify_return_error",
+            ])
+            .args([version, "-alpn", "mqtt"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl is installed (Debian package openssl)");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello through tls\n").await.unwrap();
+        // s_client sends stdin once the handshake is done; the echo comes back, then EOF ends it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(stdin);
+        let out = within("openssl s_client", child.wait_with_output())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let want = if version == "-tls1_3" {
+            "TLSv1.3"
+        } else {
+            "TLSv1.2"
+        };
+        assert!(
+            text.contains("Verify return code: 0 (ok)"),
+            "{version}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("Protocol: {want}"))
+                || text.contains(&format!("Protocol  : {want}")),
+            "{version}:\n{text}"
+        );
+        assert!(text.contains("ALPN protocol: mqtt"), "{version}:\n{text}");
+        assert!(
+            text.contains("hello through tls"),
+            "{version}: no echo\n{text}"
+        );
+    }
+    assert_eq!(
+        proxy.metric("brokerside_tls_handshakes_total", &[("version", "1.2")]),
+        1
+    );
+    assert_eq!(
+        proxy.metric("brokerside_tls_handshakes_total", &[("version", "1.3")]),
+        1
+    );
+}
+
+/// mosquitto_sub and mosquitto_pub with `--cafile`: a message round-trips through termination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_round_trip_through_termination() {
+    let broker = start_rumqttd().await;
+    let pki = Pki::new("mosquitto");
+    let server = pki.server("server", &["localhost"], 3);
+    let proxy = start_proxy(&tls_config(&[broker.mqtt], "", &tls_table(&server, "")));
+    let port = proxy.addr("mqtts").port().to_string();
+    let ca = pki.ca.display().to_string();
+    let common = [
+        "-h",
+        "localhost",
+        "-p",
+        &port,
+        "--cafile",
+        &ca,
+        "-t",
+        "tls/topic",
+        "-q",
+        "1",
+    ];
+    let sub = tokio::process::Command::new("mosquitto_sub")
+        .args(common)
+        .args(["-C", "1", "-W", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed (Debian package mosquitto-clients)");
+    // The subscription must be in place before the publish.
+    within("the subscriber's handshake", async {
+        while proxy.metric("brokerside_tls_handshakes_total", &[]) < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let published = tokio::process::Command::new("mosquitto_pub")
+        .args(common)
+        .args(["-m", "through tls"])
+        .output()
+        .await
+        .expect("mosquitto_pub runs");
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let out = within("mosquitto_sub", sub.wait_with_output())
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "through tls",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// MQTT over WSS: TLS terminates here and the WebSocket bytes go untouched to the broker's
+/// WebSocket listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_wss_reaches_the_brokers_websocket_listener() {
+    let broker = start_rumqttd().await;
+    let pki = Pki::new("wss");
+    let server = pki.server("server", &["localhost"], 4);
+    let proxy = start_proxy(&tls_config(&[broker.ws], "", &tls_table(&server, "")));
+    let addr = proxy.addr("mqtts");
+    let options = |id: &str| {
+        let mut options = MqttOptions::new(
+            id,
+            format!("wss://localhost:{}/mqtt", addr.port()),
+            addr.port(),
+        );
+        options.set_transport(Transport::Wss(TlsConfiguration::Rustls(
+            pki.client_config(None, &[]),
+        )));
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    };
+    let mut subscriber = MqttClient::connect(options("wss-sub")).await;
+    subscriber
+        .client
+        .subscribe("wss", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    subscriber
+        .expect("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+        .await;
+    let publisher = MqttClient::connect(options("wss-pub")).await;
+    publisher
+        .client
+        .publish("wss", QoS::AtLeastOnce, false, b"over wss".to_vec())
+        .await
+        .unwrap();
+    let got = subscriber
+        .expect("the publish", |p| match p {
+            Packet::Publish(publish) => Some(publish.payload.to_vec()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, b"over wss");
+}
+
+/// Two names get two certificates; a name no entry has, and no name at all, get the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_chooses_the_certificate_and_unknown_names_get_the_default() {
+    let echo = echo_backend().await;
+    let pki = Pki::new("sni");
+    let default = pki.server("default", &["localhost", "default.test"], 10);
+    let a = pki.server("a", &["a.test"], 11);
+    let b = pki.server("b", &["b.test", "*.wild.test"], 12);
+    let tls = tls_table(
+        &default,
+        &format!(
+            "[[listener.tls.sni]]\ncert = \"{}\"\nkey = \"{}\"\n\
+             [[listener.tls.sni]]\nnames = [\"b.test\", \"*.wild.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+            a.cert.display(),
+            a.key.display(),
+            b.cert.display(),
+            b.key.display()
+        ),
+    );
+    let proxy = start_proxy(&tls_config(&[echo], "", &tls));
+    let addr = proxy.addr("mqtts");
+    let config = pki.client_config(None, &[]);
+    let served = |issued: &Issued| serial_of(&chain(&issued.cert)[0]);
+    for (name, want) in [
+        ("a.test", served(&a)),
+        ("b.test", served(&b)),
+        ("x.wild.test", served(&b)),
+        ("default.test", served(&default)),
+    ] {
+        let mut stream = tls_connect(addr, name, Arc::clone(&config))
+            .await
+            .expect(name);
+        let (_, conn) = stream.get_ref();
+        let got = serial_of(&conn.peer_certificates().unwrap()[0]);
+        assert_eq!(got, want, "certificate served for {name}");
+        stream.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        stream.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+    }
+    // An unknown name gets the default certificate, which does not carry that name: the client
+    // refuses it, having been shown the default.
+    let refused = tls_connect(addr, "unknown.test", Arc::clone(&config)).await;
+    assert!(
+        refused.is_err(),
+        "a certificate for unknown.test was accepted"
+    );
+}
+
+/// With `client_ca` (required) and a CRL: no certificate, a certificate of another CA and a
+/// revoked certificate are refused and counted by reason; a good certificate gets through, and
+/// the raw backend receives a PROXY v2 header whose SSL TLV carries its CN, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_verified_and_the_cn_goes_to_the_broker_in_proxy_v2() {
+    let mut backend = RawBackend::start("127.0.0.1:0").await;
+    let pki = Pki::new("mtls");
+    let other = Pki::new("mtls-other");
+    let server = pki.server("server", &["localhost"], 20);
+    let good = pki.client("good", "device-42", 21);
+    let revoked = pki.client("revoked", "device-43", 22);
+    let stranger = other.client("stranger", "device-44", 23);
+    let crl = pki.crl("crl", &[22]);
+    let tls = tls_table(
+        &server,
+        &format!(
+            "client_ca = \"{}\"\nclient_auth = \"required\"\ncrl = [\"{}\"]\n",
+            pki.ca.display(),
+            crl.display()
+        ),
+    );
+    let proxy = start_proxy(&tls_config(
+        &[backend.addr],
+        "proxy_protocol = \"v2\"",
+        &tls,
+    ));
+    let addr = proxy.addr("mqtts");
+
+    let refused = |client: Option<&Issued>| {
+        let config = pki.client_config(client, &[]);
+        async move {
+            // TLS 1.3 clients finish before the server has judged their certificate: the
+            // refusal shows on the first read.
+            match tls_connect(addr, "localhost", config).await {
+                Err(_) => true,
+                Ok(mut stream) => {
+                    let _ = stream.write_all(b"x").await;
+                    let mut buf = [0u8; 1];
+                    !matches!(stream.read(&mut buf).await, Ok(n) if n > 0)
+                }
+            }
+        }
+    };
+    assert!(refused(None).await, "no certificate was let through");
+    assert!(
+        refused(Some(&stranger)).await,
+        "another CA's certificate was let through"
+    );
+    assert!(
+        refused(Some(&revoked)).await,
+        "a revoked certificate was let through"
+    );
+    for (reason, want) in [
+        ("no_certificate", 1),
+        ("bad_certificate", 1),
+        ("revoked", 1),
+    ] {
+        proxy
+            .metric_reaches(
+                "brokerside_tls_handshake_errors_total",
+                &[("reason", reason)],
+                want,
+            )
+            .await;
+    }
+
+    let mut client = tls_connect(addr, "localhost", pki.client_config(Some(&good), &[]))
+        .await
+        .expect("a good client certificate is accepted");
+    client.write_all(b"CONNECT").await.unwrap();
+    let (mut conn, _) = within("the backend connection", backend.accept()).await;
+    let client_addr = client.get_ref().0.local_addr().unwrap();
+    let mut want = proxy_v2_prefix(client_addr, addr);
+    // PP2_TYPE_SSL: client = SSL | CERT_CONN | CERT_SESS, verify = 0, then VERSION and CN.
+    let mut ssl = vec![0x07, 0, 0, 0, 0];
+    ssl.extend_from_slice(&[0x21, 0, 7]);
+    ssl.extend_from_slice(b"TLSv1.3");
+    ssl.extend_from_slice(&[0x22, 0, 9]);
+    ssl.extend_from_slice(b"device-42");
+    want.push(0x20);
+    want.extend_from_slice(&(ssl.len() as u16).to_be_bytes());
+    want.extend_from_slice(&ssl);
+    let length = (want.len() - 16) as u16;
+    want[14..16].copy_from_slice(&length.to_be_bytes());
+    want.extend_from_slice(b"CONNECT");
+    let got = read_n(&mut conn, want.len()).await;
+    assert_eq!(
+        got, want,
+        "PROXY v2 header with the SSL TLV, then the client's bytes"
+    );
+}
+
+/// The v2 header up to its addresses and ports, for an IPv4 client `src` connected to `dst`.
+fn proxy_v2_prefix(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else {
+        panic!("IPv4 expected");
+    };
+    let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    out.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    out.extend_from_slice(&src.ip().octets());
+    out.extend_from_slice(&dst.ip().octets());
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out.extend_from_slice(&dst.port().to_be_bytes());
+    out
+}
+
+/// A client that connects and says nothing loses its slot at `handshake_timeout`; random bytes
+/// and a truncated ClientHello end that connection only; each is counted, and a healthy client
+/// alongside 500 handshakes at once is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_handshakes_end_their_own_connection_only() {
+    let echo = echo_backend().await;
+    let pki = Pki::new("hostile");
+    let server = pki.server("server", &["localhost"], 30);
+    let tls = tls_table(&server, "handshake_timeout = \"500ms\"");
+    let proxy = start_proxy(&tls_config(&[echo], "", &tls));
+    let addr = proxy.addr("mqtts");
+    let config = pki.client_config(None, &[]);
+    let mut healthy = tls_connect(addr, "localhost", Arc::clone(&config))
+        .await
+        .unwrap();
+    round_trip_tls(&mut healthy, b"before").await;
+
+    let mut silent = connect(addr).await;
+    let closed = within("the silent client to be cut", read_to_eof(&mut silent)).await;
+    assert!(matches!(closed, Ok(ref b) if b.is_empty()) || closed.is_err());
+    proxy
+        .metric_reaches(
+            "brokerside_tls_handshake_errors_total",
+            &[("reason", "timeout")],
+            1,
+        )
+        .await;
+
+    let mut garbage = connect(addr).await;
+    garbage.write_all(&pattern(4096)).await.unwrap();
+    let _ = within("garbage to be closed", read_to_eof(&mut garbage)).await;
+    proxy
+        .metric_reaches(
+            "brokerside_tls_handshake_errors_total",
+            &[("reason", "protocol")],
+            1,
+        )
+        .await;
+
+    // The first 40 bytes of a real ClientHello, then the client leaves.
+    let hello = client_hello(&config).await;
+    let mut truncated = connect(addr).await;
+    truncated.write_all(&hello[..40]).await.unwrap();
+    truncated.shutdown().await.unwrap();
+    let _ = within(
+        "the truncated hello to be closed",
+        read_to_eof(&mut truncated),
+    )
+    .await;
+    proxy
+        .metric_reaches(
+            "brokerside_tls_handshake_errors_total",
+            &[("reason", "eof")],
+            1,
+        )
+        .await;
+
+    let storm: Vec<_> = (0..500)
+        .map(|_| {
+            let config = Arc::clone(&config);
+            tokio::spawn(async move { tls_connect(addr, "localhost", config).await.is_ok() })
+        })
+        .collect();
+    round_trip_tls(&mut healthy, b"during").await;
+    let mut done = 0;
+    for handshake in storm {
+        done += usize::from(within("a handshake of the 500", handshake).await.unwrap());
+    }
+    assert_eq!(done, 500, "handshakes that failed among 500 at once");
+    round_trip_tls(&mut healthy, b"after").await;
+}
+
+async fn round_trip_tls<S: AsyncReadExt + AsyncWriteExt + Unpin>(stream: &mut S, bytes: &[u8]) {
+    stream.write_all(bytes).await.unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    within("the echo", stream.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(back, bytes);
+}
+
+/// The bytes of a real ClientHello that `config` sends.
+async fn client_hello(config: &Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Arc::clone(config);
+    tokio::spawn(async move {
+        let _ = tls_connect(addr, "localhost", config).await;
+    });
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut hello = vec![0u8; 512];
+    let n = within("a ClientHello", stream.read(&mut hello))
+        .await
+        .unwrap();
+    hello.truncate(n);
+    assert!(n > 40 && hello[0] == 0x16, "not a TLS handshake record");
+    hello
+}
