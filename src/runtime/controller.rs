@@ -113,6 +113,19 @@ impl Changes {
     }
 }
 
+/// What a TLS listener's file watcher follows: the listener's terminator (kept by a reload that
+/// leaves its TLS settings alone) and the interval.
+struct TlsWatch {
+    terminator: Arc<crate::tls::Terminator>,
+    every: Duration,
+}
+
+impl PartialEq for TlsWatch {
+    fn eq(&self, other: &TlsWatch) -> bool {
+        Arc::ptr_eq(&self.terminator, &other.terminator) && self.every == other.every
+    }
+}
+
 /// Makes `running` the tasks of `desired`: keeps an entry whose settings are equal, restarts
 /// one whose settings differ, starts what is new and drops (so stops) what is not desired.
 fn apply<K: Eq + Hash, S: PartialEq>(
@@ -171,6 +184,7 @@ pub struct Controller {
     refreshes: HashMap<String, Owned<RefreshSettings>>,
     guard: HashMap<(), Owned<GuardSettings>>,
     watcher: HashMap<(), Owned<Duration>>,
+    tls_watchers: HashMap<String, Owned<TlsWatch>>,
     /// Paced closes of the connections of listeners that reloads removed.
     closing: Vec<Task>,
     failback: Option<Task>,
@@ -214,6 +228,7 @@ impl Controller {
             refreshes: HashMap::new(),
             guard: HashMap::new(),
             watcher: HashMap::new(),
+            tls_watchers: HashMap::new(),
             closing: Vec::new(),
             failback: None,
         };
@@ -560,6 +575,26 @@ impl Controller {
                 *every,
                 Arc::clone(&snapshot),
                 reloader.clone(),
+            )))
+        }));
+
+        let tls_watchers = runtime
+            .listeners
+            .iter()
+            .filter_map(|listener| {
+                let terminator = listener.plan.tls.as_ref()?;
+                let every = terminator.config.watch?;
+                let settings = TlsWatch {
+                    terminator: Arc::clone(terminator),
+                    every,
+                };
+                Some((listener.name.clone(), settings))
+            })
+            .collect();
+        changes.add(apply(&mut self.tls_watchers, tls_watchers, |s| {
+            Some(Task::spawn(crate::tls::watch::run(
+                Arc::clone(&s.terminator),
+                s.every,
             )))
         }));
         changes

@@ -7,6 +7,7 @@
 
 pub mod material;
 mod resolver;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
