@@ -702,3 +702,104 @@ async fn a_reload_rereads_the_certificate_files() {
         serial_of(&chain(&second.cert)[0])
     );
 }
+
+/// `check-config` reads every TLS file: an unreadable file, a key that does not match its
+/// certificate, a chain or CRL that does not parse and an expired certificate each fail with
+/// exit 2 and the field named; a certificate that expires within 14 days is a warning only.
+#[test]
+fn check_config_reads_every_tls_file_and_names_the_field() {
+    let pki = Pki::new("check");
+    let good = pki.server("good", &["localhost"], 60);
+    let other = pki.server("other", &["localhost"], 61);
+    let expired = pki.expired_server("expired", &["localhost"]);
+    let soon = pki.server_expiring_in("soon", &["localhost"], 5);
+    let garbage = pki.dir.join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    let check = |tls: &str| {
+        let text = tls_config(&["127.0.0.1:21883".parse().unwrap()], "", tls);
+        let path = pki.dir.join(format!(
+            "config-{}.toml",
+            NEXT_CONFIG.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_brokerside"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, stderr, stdout) = check(&tls_table(&good, "alpn = [\"mqtt\"]"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("[listener.tls]") && stdout.contains("handshake_timeout = \"10s\""),
+        "{stdout}"
+    );
+
+    let missing = Issued {
+        cert: pki.dir.join("nowhere.pem"),
+        key: good.key.clone(),
+    };
+    let mismatched = Issued {
+        cert: good.cert.clone(),
+        key: other.key.clone(),
+    };
+    let unparsable_chain = Issued {
+        cert: garbage.clone(),
+        key: good.key.clone(),
+    };
+    let bad_crl = tls_table(
+        &good,
+        &format!(
+            "client_ca = \"{}\"\ncrl = [\"{}\"]",
+            pki.ca.display(),
+            garbage.display()
+        ),
+    );
+    for (tls, field, words) in [
+        (
+            tls_table(&missing, ""),
+            "listener[0].tls.cert",
+            "cannot read",
+        ),
+        (
+            tls_table(&mismatched, ""),
+            "listener[0].tls.key",
+            "does not match the certificate",
+        ),
+        (
+            tls_table(&unparsable_chain, ""),
+            "listener[0].tls.cert",
+            "no PEM certificate",
+        ),
+        (
+            tls_table(&expired, ""),
+            "listener[0].tls.cert",
+            "expired at 2021-01-01",
+        ),
+        (bad_crl, "listener[0].tls.crl[0]", "does not parse"),
+    ] {
+        let (code, stderr, _) = check(&tls);
+        assert_eq!(code, Some(2), "{field}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{field}: ")) && stderr.contains(words),
+            "want {field} ... {words}, got:\n{stderr}"
+        );
+    }
+    let (code, stderr, _) = check(&tls_table(&soon, ""));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: listener[0].tls.cert") && stderr.contains("expires soon"),
+        "{stderr}"
+    );
+}
+
+static NEXT_CONFIG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::backend::Backend;
+use crate::config::ClientAuth;
 use crate::state::SidecarState;
+use crate::tls::Terminator;
 
 /// The whole `/health` document.
 pub(super) fn health(state: &SidecarState) -> Value {
@@ -35,6 +37,7 @@ pub(super) fn health(state: &SidecarState) -> Value {
             "address": listener.addr.to_string(),
             "backend": listener.plan.backend.name,
             "active_connections": listener.metrics.active.get(),
+            "tls": listener.plan.tls.as_ref().map(|tls| tls_json(tls)),
         })).collect::<Vec<_>>(),
         "backends": runtime.backends.iter().map(|backend| backend_json(backend)).collect::<Vec<_>>(),
         "clustering": {
@@ -46,6 +49,27 @@ pub(super) fn health(state: &SidecarState) -> Value {
             "quorum": clustering.quorum,
             "partitioned": clustering.partitioned,
         },
+    })
+}
+
+/// A TLS listener's certificates as served now, and whether client certificates are asked for.
+fn tls_json(tls: &Terminator) -> Value {
+    let material = tls.material();
+    let client_certificates = match material.client_auth {
+        None => "none",
+        Some(ClientAuth::Required) => "required",
+        Some(ClientAuth::Optional) => "optional",
+    };
+    json!({
+        "min_version": tls.config.min_version.label(),
+        "client_certificates": client_certificates,
+        "certificates": material.certificates.iter().map(|c| json!({
+            "file": c.label,
+            "subject": c.subject,
+            "serial": c.serial,
+            "not_after": c.not_after,
+            "sni_names": c.names,
+        })).collect::<Vec<_>>(),
     })
 }
 
