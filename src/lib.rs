@@ -6,8 +6,9 @@
 //! then backups and peers); [`health`] probes every server and publishes up/down; [`proxy`]
 //! accepts clients and relays them to the best server that is up; [`admin`] and [`metrics`] only
 //! read the shared [`state`]; [`shutdown`] drains it all in order. [`net`] holds the socket and
-//! PROXY-header helpers that the relay, the probes and admin share. [`sidecar`] assembles the
-//! parts. Only the binary (`main.rs`) installs signal handlers and exits the process.
+//! PROXY-header helpers that the relay, the probes and admin share; [`mqtt`] reads a client's
+//! CONNECT. [`sidecar`] assembles the parts. Only the binary (`main.rs`) installs signal
+//! handlers and exits the process.
 
 pub mod admin;
 pub mod backend;
@@ -17,6 +18,7 @@ pub mod discovery;
 pub mod health;
 pub mod http_get;
 pub mod metrics;
+pub mod mqtt;
 pub mod net;
 pub mod proxy;
 pub mod runtime;
