@@ -314,7 +314,12 @@ pub fn parse(bytes: &[u8], max_size: usize) -> Result<Parse<'_>, ConnectError> {
 
 /// The variable header and payload, from `reader`'s position (just after the fixed header).
 fn body<'a>(reader: &mut Reader<'a>) -> Result<Connect<'a>, Stop> {
-    let name = reader.string(Field::ProtocolName)?;
+    // The name's length alone tells most other protocols apart, before their bytes arrive.
+    let name_len = reader.u16(Field::ProtocolName)?;
+    if name_len != 4 && name_len != 6 {
+        return Err(ConnectError::WrongProtocolName.into());
+    }
+    let name = reader.take(usize::from(name_len), Field::ProtocolName)?;
     if name != b"MQTT" && name != b"MQIsdp" {
         return Err(ConnectError::WrongProtocolName.into());
     }
@@ -684,6 +689,12 @@ mod tests {
 
     #[test]
     fn a_wrong_protocol_name_is_refused_as_soon_as_it_is_in() {
+        // A name of another length: refused from its length, before its bytes.
+        let packet = with_protocol(b"AMQP0091", 4);
+        assert_eq!(
+            parse(&packet[..4], MAX),
+            Err(ConnectError::WrongProtocolName)
+        );
         let packet = with_protocol(b"HTTP", 4);
         // Fixed header, name length and the four bytes of the name: nothing more is awaited.
         assert_eq!(
