@@ -1,8 +1,7 @@
 //! Micro-benchmarks of the hot functions a connection goes through (criterion): the PROXY header
 //! sent to the broker (v1 and v2), the inbound header read from a load balancer, the choice of
-//! servers for a new connection, and the validation of the default config (at start and reload).
-//!
-//! MQTT CONNECT parsing has no bench yet: brokerside does not parse CONNECT so far.
+//! servers for a new connection, the validation of the default config (at start and reload), and
+//! the parse of a client's MQTT CONNECT (3.1.1 and 5.0, as rumqttc encodes them).
 //!
 //! `cargo bench --bench micro` (criterion's own options follow `--`, e.g. `-- proxy_protocol`).
 
@@ -12,8 +11,12 @@ use std::net::SocketAddr;
 use brokerside::backend::Backend;
 use brokerside::config::Config;
 use brokerside::metrics::Metrics;
+use brokerside::mqtt::DEFAULT_MAX_CONNECT_SIZE;
 use brokerside::net::proxy_protocol::{encode_v1, encode_v2, parse};
+use bytes::BytesMut;
 use criterion::{Criterion, criterion_group, criterion_main};
+use rumqttc::mqttbytes::{QoS, v4};
+use rumqttc::v5::mqttbytes::v5;
 
 fn addresses() -> [(&'static str, SocketAddr, SocketAddr); 2] {
     [
@@ -89,5 +92,52 @@ fn config(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, proxy_protocol, selection, config);
+/// A typical device's CONNECT of each version: client id, username and password, a will; the
+/// MQTT 5 one with a session expiry and a user property.
+fn connects() -> [(&'static str, Vec<u8>); 2] {
+    let mut v4 = v4::Connect::new("sensor-0017");
+    v4.set_login("device", "s3cret");
+    v4.last_will = Some(v4::LastWill::new(
+        "devices/sensor-0017/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let mut v4_bytes = BytesMut::new();
+    v4.write(&mut v4_bytes).expect("rumqttc encodes it");
+
+    let mut properties = v5::ConnectProperties::new();
+    properties.session_expiry_interval = Some(3600);
+    properties.user_properties = vec![("site".to_string(), "fra-1".to_string())];
+    let v5 = v5::Connect {
+        keep_alive: 60,
+        client_id: "sensor-0017".to_string(),
+        clean_start: false,
+        properties: Some(properties),
+    };
+    let will = Some(v5::LastWill::new(
+        "devices/sensor-0017/status",
+        "offline",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    let login = Some(v5::Login::new("device", "s3cret"));
+    let mut v5_bytes = BytesMut::new();
+    v5.write(&will, &login, &mut v5_bytes)
+        .expect("rumqttc encodes it");
+    [("v3.1.1", v4_bytes.to_vec()), ("v5", v5_bytes.to_vec())]
+}
+
+fn mqtt_connect(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mqtt_connect");
+    for (version, bytes) in connects() {
+        group.bench_function(format!("parse/{version}"), |b| {
+            b.iter(|| brokerside::mqtt::parse(black_box(&bytes), DEFAULT_MAX_CONNECT_SIZE))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, proxy_protocol, selection, config, mqtt_connect);
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 #
 #   bash fuzz/run.sh                      # every target, 60 s each
 #   FUZZ_SECONDS=600 bash fuzz/run.sh config
+#   FUZZ_SECONDS=600 bash fuzz/run.sh mqtt_connect
 #
 # FUZZ_SECONDS  time per target (default 60)
 # FUZZ_TIMEOUT  seconds one input may take before it counts as a hang (default 10)
@@ -16,7 +17,7 @@ set -euo pipefail
 fuzz_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 seconds=${FUZZ_SECONDS:-60}
 timeout=${FUZZ_TIMEOUT:-10}
-all_targets=(proxy_protocol config admin_route)
+all_targets=(proxy_protocol config admin_route mqtt_connect)
 if (($# > 0)); then
     targets=("$@")
 else

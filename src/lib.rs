@@ -7,7 +7,7 @@
 //! accepts clients and relays them to the best server that is up; [`admin`] and [`metrics`] only
 //! read the shared [`state`]; [`shutdown`] drains it all in order. [`net`] holds the socket and
 //! PROXY-header helpers that the relay, the probes and admin share; [`tls`] the material of
-//! TLS-terminating listeners. [`sidecar`] assembles the
+//! TLS-terminating listeners; [`mqtt`] reads a client's CONNECT. [`sidecar`] assembles the
 //! parts. Only the binary (`main.rs`) installs signal handlers and exits the process.
 
 pub mod admin;
@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod health;
 pub mod http_get;
 pub mod metrics;
+pub mod mqtt;
 pub mod net;
 pub mod proxy;
 pub mod runtime;
