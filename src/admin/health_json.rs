@@ -1,12 +1,16 @@
-//! The `/health` document: the node's verdict with its reason, the drain, each listener, each
-//! backend server's check state, and the cluster view. Built from atomics and report snapshots;
-//! times are Unix seconds (fractional, millisecond precision) so that any client can compare them.
+//! The `/health` document: the node (name, version, uptime), its verdict with its reason, the
+//! drain, each listener (connections, rate, refusals), each backend server's check state and
+//! connections, the discovery sources and the cluster view. Built from atomics and report
+//! snapshots; times are Unix seconds (fractional, millisecond precision) so that any client can
+//! compare them. The status page ([`super::page`]) is drawn from this same document.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use crate::backend::Backend;
+use crate::metrics::RefuseReason;
+use crate::runtime::Runtime;
 use crate::state::SidecarState;
 
 /// The whole `/health` document.
@@ -15,7 +19,16 @@ pub(super) fn health(state: &SidecarState) -> Value {
     let started = state.drain.started_at();
     let clustering = state.clustering.load();
     let runtime = state.runtime.load();
+    let rates = state.metrics.connection_rates();
+    rates.retain(|name| runtime.listeners.iter().any(|l| l.name == name));
+    let up_since = state.metrics.started_at();
     json!({
+        "node": {
+            "name": node_name(&runtime, &clustering.current_node),
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_at": unix_seconds(up_since),
+            "uptime_seconds": SystemTime::now().duration_since(up_since).map_or(0, |up| up.as_secs()),
+        },
         "status": if readiness.is_ok() { "ok" } else { "unavailable" },
         "reason": readiness.err(),
         "draining": state.drain.is_draining(),
@@ -30,13 +43,34 @@ pub(super) fn health(state: &SidecarState) -> Value {
             "file": runtime.loaded.file.as_ref().map(|file| file.display().to_string()),
             "sha256": runtime.loaded.sha256,
         },
-        "listeners": runtime.listeners.iter().map(|listener| json!({
-            "name": listener.name,
-            "address": listener.addr.to_string(),
-            "backend": listener.plan.backend.name,
-            "active_connections": listener.metrics.active.get(),
-        })).collect::<Vec<_>>(),
+        "listeners": runtime.listeners.iter().map(|listener| {
+            let total = listener.metrics.total.get();
+            let refused: serde_json::Map<String, Value> = RefuseReason::ALL
+                .iter()
+                .map(|&reason| (reason.label().to_string(), listener.metrics.refused_count(reason).into()))
+                .collect();
+            json!({
+                "name": listener.name,
+                "address": listener.addr.to_string(),
+                "backend": listener.plan.backend.name,
+                "active_connections": listener.metrics.active.get(),
+                "max_connections": listener.plan.max_connections,
+                "connections_total": total,
+                "new_per_second": rates.rate(&listener.name, total),
+                "refused": refused,
+            })
+        }).collect::<Vec<_>>(),
         "backends": runtime.backends.iter().map(|backend| backend_json(backend)).collect::<Vec<_>>(),
+        "discovery": runtime.sources.iter().map(|source| {
+            let set = source.peers();
+            json!({
+                "name": source.name,
+                "peers": set.peers.len(),
+                "refreshed_at": set.refreshed.map(unix_seconds),
+                "error": set.error,
+                "errors_total": state.metrics.discovery_errors_of(&source.name),
+            })
+        }).collect::<Vec<_>>(),
         "clustering": {
             "enabled": clustering.enabled,
             "current_node": clustering.current_node,
@@ -49,11 +83,27 @@ pub(super) fn health(state: &SidecarState) -> Value {
     })
 }
 
+/// This node's name: `[node] name` (or the name its discovery template gives it), else the
+/// broker's name for it as the cluster guard last saw it, else the host name.
+fn node_name(runtime: &Runtime, current_node: &str) -> String {
+    if let Some(name) = &runtime.self_node.name {
+        return name.clone();
+    }
+    if !current_node.is_empty() {
+        return current_node.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|host| host.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn backend_json(backend: &Backend) -> Value {
+    let configured = backend.servers.len();
     let servers: Vec<Value> = backend
         .all_servers()
         .iter()
-        .map(|server| {
+        .enumerate()
+        .map(|(index, server)| {
             let report = server.health.report();
             let last = report.last.as_ref();
             json!({
@@ -66,6 +116,8 @@ fn backend_json(backend: &Backend) -> Value {
                 "error": last.and_then(|last| last.error.as_deref()),
                 "streak": report.streak,
                 "since": unix_seconds(report.since),
+                "discovered": index >= configured,
+                "active_connections": server.metrics.active.get(),
             })
         })
         .collect();

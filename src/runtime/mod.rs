@@ -174,6 +174,11 @@ impl Runtime {
                 let socket = listeners
                     .get(&listener.name)
                     .unwrap_or_else(|| panic!("listener `{}` is not bound", listener.name));
+                // What `brokerside_connections_max` says is the limit new connections meet.
+                socket
+                    .metrics
+                    .limit
+                    .set(i64::from(listener.max_connections));
                 ListenerRuntime {
                     id: socket.id,
                     name: listener.name.clone(),
