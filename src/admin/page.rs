@@ -24,6 +24,13 @@ struct Table {
     empty: &'static str,
 }
 
+impl Table {
+    /// Whether the table has column names (the node table is key and value only).
+    fn has_header(&self) -> bool {
+        self.columns.iter().any(|column| !column.is_empty())
+    }
+}
+
 /// One row; `alarm` marks a row that needs someone's attention (a server down, a partition).
 struct Row {
     cells: Vec<String>,
@@ -125,7 +132,9 @@ pub(super) fn text(health: &Value, peers: &[PeerView]) -> String {
             line.push('\n');
             line
         };
-        out.push_str(&line(&mut table.columns.iter().map(|c| c.to_string())));
+        if table.has_header() {
+            out.push_str(&line(&mut table.columns.iter().map(|c| c.to_string())));
+        }
         for row in &table.rows {
             out.push_str(&line(&mut row.cells.iter().map(|c| one_line(c))));
         }
@@ -284,10 +293,10 @@ fn server_table(health: &Value, now: f64) -> Table {
                 "DOWN (not yet checked)".to_string()
             } else {
                 format!(
-                    "{} for {} checks, {}",
+                    "{} for {} ({} checks)",
                     if up { "UP" } else { "DOWN" },
-                    str_of(&server["streak"]),
-                    duration(now - server["since"].as_f64().unwrap_or(now))
+                    duration(now - server["since"].as_f64().unwrap_or(now)),
+                    str_of(&server["streak"])
                 )
             };
             let role = if server["discovered"] == true {
@@ -420,7 +429,7 @@ fn html_table(out: &mut String, table: &Table) {
         return;
     }
     out.push_str("<table>");
-    if table.columns.iter().any(|c| !c.is_empty()) {
+    if table.has_header() {
         out.push_str("<tr>");
         for column in table.columns {
             let _ = write!(out, "<th>{}</th>", escape(column));
@@ -556,7 +565,7 @@ mod tests {
             .find(|line| line.starts_with("<tr") && line.contains(&format!("<td>{server}</td>")))
             .expect("a row for the local server");
         assert!(row.starts_with("<tr class=\"alarm\">"), "{row}");
-        assert!(row.contains("DOWN for 3 checks"), "{row}");
+        assert!(row.contains("<td>DOWN for 0 s (3 checks)</td>"), "{row}");
         assert!(row.contains("connection refused &lt;for real&gt;"), "{row}");
         assert!(page.len() < 50 * 1024);
 
@@ -565,7 +574,7 @@ mod tests {
             .lines()
             .find(|line| line.starts_with("  broker-mqtt") && line.contains(&server.to_string()))
             .expect("a line for the local server");
-        assert!(line.contains("DOWN for 3 checks"), "{line}");
+        assert!(line.contains("DOWN for 0 s (3 checks)"), "{line}");
         assert!(line.contains("connection refused <for real>"), "{line}");
     }
 

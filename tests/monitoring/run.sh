@@ -5,10 +5,11 @@
 # real Prometheus scraping the sidecar with the rules loaded while the broker behind it (mosquitto)
 # is killed and brought back, and the status page in headless Chromium (DOM and screenshot).
 #
-#   bash tests/monitoring/run.sh        (installs prometheus, chromium, mosquitto if missing)
+#   bash tests/monitoring/run.sh        (installs prometheus, chromium, mosquitto, mosquitto-clients if missing)
 #
 # BROKERSIDE_BIN picks the binary (default: target/debug/brokerside, built if missing). The
-# screenshot is left in target/monitoring/status-page.png. Takes about a minute.
+# screenshots are left in target/monitoring/ (status-page.png with the broker up,
+# status-page-broker-down.png with it stopped). Takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -19,6 +20,7 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 if [ "${#need[@]}" -gt 0 ]; then
@@ -208,6 +210,48 @@ chrome() {
         --disable-background-networking --disable-component-update --disable-sync \
         --user-data-dir="$profile" "$@" 2>>"$work/chromium.log"
 }
+# page STATE NAME: loads the status page in Chromium, lets it refresh itself (virtual time runs
+# its 2 s refresh a few times before the DOM is dumped), and checks that the DOM shows every
+# listener and server and the local broker in STATE (UP with the subscriber relayed to it, or
+# DOWN in a red row); then saves a screenshot as target/monitoring/NAME.png.
+page() {
+    local state=$1 name=$2
+    chrome --virtual-time-budget=7000 --dump-dom "$admin/" >"$work/$name.html"
+    python3 - "$work/$name.html" "$state" "$mosquitto_port" "$closed_port" "$mqtt_port" "$ws_port" <<'EOF'
+import re, sys
+dom = open(sys.argv[1], encoding="utf-8").read()
+state, mosquitto, closed, mqtt, second = sys.argv[2:7]
+polls = re.search(r'<body[^>]*data-polls="(\d+)"', dom)
+assert polls and int(polls.group(1)) >= 1, "the page did not refresh itself:\n" + dom[:3000]
+for cell in ["mqtt", f"127.0.0.1:{mqtt}", "mqtt-second", f"127.0.0.1:{second}",
+             f"127.0.0.1:{mosquitto}", f"127.0.0.1:{closed}", f"127.0.0.3:{closed}", "static-peers"]:
+    assert f"<td>{cell}</td>" in dom, f"no cell {cell} in the page:\n{dom}"
+rows = re.findall(r"<tr[^>]*>.*?</tr>", dom, re.S)
+local = next(row for row in rows if f"<td>127.0.0.1:{mosquitto}</td>" in row)
+if state == "DOWN":
+    assert 'class="alarm"' in local and "<td>DOWN for " in local, f"the stopped broker is not shown down: {local}"
+else:
+    assert 'class="alarm"' not in local and "<td>UP for " in local, f"the broker is not shown up: {local}"
+    assert local.endswith("<td>1</td><td></td></tr>"), f"the subscriber is not counted on the broker: {local}"
+    listener = next(row for row in rows if f"<td>127.0.0.1:{mqtt}</td>" in row)
+    assert "<td>1 / 1000</td>" in listener, f"the subscriber is not counted on its listener: {listener}"
+print(f"DOM after {polls.group(1)} refreshes: every listener and server, the local broker {state}")
+EOF
+    mkdir -p target/monitoring
+    chrome --virtual-time-budget=3000 --hide-scrollbars --window-size=1280,1000 \
+        --screenshot="$root/target/monitoring/$name.png" "$admin/" >/dev/null
+    [ -s "target/monitoring/$name.png" ] || fail "no screenshot $name.png"
+    echo "screenshot: target/monitoring/$name.png"
+}
+
+step "the status page in headless Chromium, a subscriber relayed to the broker"
+mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -i status-page-subscriber -t 'status/#' &
+pids+=($!)
+relayed() {
+    curl -s "$admin/metrics" | grep -q "^brokerside_backend_connections_active{backend=\"broker-mqtt\",server=\"127.0.0.1:$mosquitto_port\"} 1\$"
+}
+until_true 30 "the subscriber counted on the broker" relayed
+page UP status-page
 
 step "the broker dies: kill mosquitto"
 kill "$mosquitto_pid"
@@ -217,27 +261,8 @@ until_true 30 "brokerside sees its local broker down" local_down
 until_true 60 "BrokersideLocalBrokerDown firing in Prometheus' /api/v1/alerts" alert_is BrokersideLocalBrokerDown firing
 echo "BrokersideLocalBrokerDown is firing"
 
-step "the status page in headless Chromium, after it has refreshed itself"
-# Virtual time lets the page's own refresh (every 2 s) run a few times before the DOM is dumped.
-chrome --virtual-time-budget=7000 --dump-dom "$admin/" >"$work/dom.html"
-python3 - "$work/dom.html" "$mosquitto_port" "$closed_port" "$mqtt_port" "$ws_port" <<'EOF'
-import re, sys
-dom = open(sys.argv[1], encoding="utf-8").read()
-mosquitto, closed, mqtt, second = sys.argv[2:6]
-polls = re.search(r'<body[^>]*data-polls="(\d+)"', dom)
-assert polls and int(polls.group(1)) >= 1, "the page did not refresh itself:\n" + dom[:3000]
-for cell in ["mqtt", f"127.0.0.1:{mqtt}", "mqtt-second", f"127.0.0.1:{second}",
-             f"127.0.0.1:{mosquitto}", f"127.0.0.1:{closed}", f"127.0.0.3:{closed}", "static-peers"]:
-    assert f"<td>{cell}</td>" in dom, f"no cell {cell} in the page:\n{dom}"
-row = next(line for line in re.findall(r"<tr[^>]*>.*?</tr>", dom, re.S) if f"<td>127.0.0.1:{mosquitto}</td>" in line)
-assert 'class="alarm"' in row and "<td>DOWN for " in row, f"the stopped broker is not shown down: {row}"
-print(f"DOM after {polls.group(1)} refreshes: every listener and server, the stopped broker DOWN")
-EOF
-mkdir -p target/monitoring
-chrome --virtual-time-budget=3000 --hide-scrollbars --window-size=1280,1000 \
-    --screenshot="$root/target/monitoring/status-page.png" "$admin/" >/dev/null
-[ -s target/monitoring/status-page.png ] || fail "no screenshot"
-echo "screenshot: target/monitoring/status-page.png"
+step "the status page in headless Chromium, the broker stopped"
+page DOWN status-page-broker-down
 
 step "the broker comes back: the alert clears"
 start_mosquitto
