@@ -163,6 +163,18 @@ mod tests {
         assert_eq!(listener["name"], "mqtt");
         assert_eq!(listener["backend"], "broker-mqtt");
         assert_eq!(listener["active_connections"], 0);
+        assert_eq!(listener["max_connections"], 500_000);
+        assert_eq!(listener["connections_total"], 0);
+        assert_eq!(
+            listener["new_per_second"],
+            Value::Null,
+            "one read makes no rate"
+        );
+        assert_eq!(listener["refused"]["limit"], 0);
+        assert_eq!(listener["refused"]["client_gone"], 0);
+        assert_eq!(json["node"]["version"], env!("CARGO_PKG_VERSION"));
+        assert!(json["node"]["uptime_seconds"].is_u64(), "{json}");
+        assert_eq!(json["discovery"], json!([]));
         assert!(
             listener["address"]
                 .as_str()
@@ -182,6 +194,8 @@ mod tests {
         assert_eq!(first["latency_ms"], Value::Null);
         assert_eq!(first["error"], Value::Null);
         assert_eq!(first["streak"], 0);
+        assert_eq!(first["discovered"], false);
+        assert_eq!(first["active_connections"], 0);
         assert!(
             first["since"].as_f64().is_some_and(|s| s > 1.6e9),
             "{first}"
