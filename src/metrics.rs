@@ -13,6 +13,7 @@ mod tls;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -64,6 +65,7 @@ impl RefuseReason {
 pub struct Metrics {
     registry: Registry,
     connections_active: IntGaugeVec,
+    connections_max: IntGaugeVec,
     connections_total: IntCounterVec,
     connections_refused: IntCounterVec,
     connections_reset: IntCounterVec,
@@ -71,6 +73,9 @@ pub struct Metrics {
     connections_timed_out: IntCounterVec,
     bytes: IntCounterVec,
     backend_connect_failures: IntCounterVec,
+    backend_connections_active: IntGaugeVec,
+    backend_server_info: IntGaugeVec,
+    backend_connect_duration: HistogramVec,
     backend_up: IntGaugeVec,
     check_duration: HistogramVec,
     check_failures: IntCounterVec,
@@ -83,12 +88,15 @@ pub struct Metrics {
     cluster_partitioned: IntGauge,
     config_reloads: IntCounterVec,
     config_last_reload_success: Gauge,
+    config_last_reload_successful: IntGauge,
     admin_connections: IntGauge,
     admin_requests: IntCounterVec,
     admin_refused: IntCounterVec,
     admin_timeouts: IntCounterVec,
     tls: tls::TlsFamilies,
     owners: Arc<Mutex<HashMap<SeriesKey, Weak<Owner>>>>,
+    started: SystemTime,
+    rates: Arc<RateMeter>,
 }
 
 /// The label values of one set of owned series.
@@ -96,8 +104,10 @@ pub struct Metrics {
 enum SeriesKey {
     /// A listener's connection, refusal, reset and byte series.
     Listener(String),
-    /// A backend server's connect failures: (backend, server).
+    /// A backend server's connect failures and relayed connections: (backend, server).
     Server(String, String),
+    /// A backend's connect latency.
+    Backend(String),
     /// A backend server's check series: (backend, server).
     Check(String, String),
     /// A discovery source's peer gauge and error counter.
@@ -191,11 +201,21 @@ pub struct CheckMetrics {
     _owner: Arc<Owner>,
 }
 
-/// The handle of one backend server that the connection path updates.
+/// The handles of one backend server that the connection path updates.
 #[derive(Clone, Debug)]
 pub struct ServerMetrics {
     /// Failed connection attempts to the server.
     pub connect_failures: IntCounter,
+    /// Client connections relayed to the server now.
+    pub active: IntGauge,
+    _owner: Arc<Owner>,
+}
+
+/// The handle of one backend that the connection path updates.
+#[derive(Clone, Debug)]
+pub struct BackendMetrics {
+    /// Durations of successful connects to the backend's servers, in seconds.
+    pub connect_duration: Histogram,
     _owner: Arc<Owner>,
 }
 
@@ -214,6 +234,8 @@ pub struct DiscoveryMetrics {
 pub struct ListenerMetrics {
     /// Connections open now.
     pub active: IntGauge,
+    /// The listener's `max_connections`, set by the runtime that plans its connections.
+    pub limit: IntGauge,
     /// Connections accepted since start.
     pub total: IntCounter,
     refused: [IntCounter; 5],
@@ -241,6 +263,73 @@ impl ListenerMetrics {
     pub fn refused(&self, reason: RefuseReason) {
         self.refused[reason as usize].inc();
     }
+
+    /// Refusals for `reason` so far.
+    pub fn refused_count(&self, reason: RefuseReason) -> u64 {
+        self.refused[reason as usize].get()
+    }
+}
+
+/// Per-second rates of counters (new connections per listener), for people reading the admin
+/// endpoint: each read compares the counter with the sample kept from a read at least a second
+/// earlier. Prometheus computes its own rates from the counters; this is for the status page.
+#[derive(Debug, Default)]
+pub struct RateMeter {
+    samples: Mutex<HashMap<String, RateSample>>,
+}
+
+#[derive(Debug)]
+struct RateSample {
+    at: Instant,
+    count: u64,
+    rate: Option<f64>,
+}
+
+/// Shortest interval a rate is computed over, so that two reads in quick succession do not
+/// make a rate out of noise.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl RateMeter {
+    /// The per-second rate of counter `key`, which reads `count` now, since the last sample;
+    /// `None` until two reads at least [`RATE_WINDOW`] apart have been seen.
+    pub fn rate(&self, key: &str, count: u64) -> Option<f64> {
+        self.rate_at(key, count, Instant::now())
+    }
+
+    fn rate_at(&self, key: &str, count: u64, now: Instant) -> Option<f64> {
+        let Ok(mut samples) = self.samples.lock() else {
+            return None;
+        };
+        let Some(sample) = samples.get_mut(key) else {
+            samples.insert(
+                key.to_string(),
+                RateSample {
+                    at: now,
+                    count,
+                    rate: None,
+                },
+            );
+            return None;
+        };
+        let elapsed = now.saturating_duration_since(sample.at);
+        if elapsed >= RATE_WINDOW {
+            // A counter that went backwards belongs to a listener that was removed and added
+            // again: start over from it.
+            sample.rate = count
+                .checked_sub(sample.count)
+                .map(|new| new as f64 / elapsed.as_secs_f64());
+            sample.at = now;
+            sample.count = count;
+        }
+        sample.rate
+    }
+
+    /// Forgets every key `keep` rejects (listeners that are gone), so the map stays bounded.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut samples) = self.samples.lock() {
+            samples.retain(|key, _| keep(key));
+        }
+    }
 }
 
 /// Registers `metric`; the definitions are static, so failure is a programming error.
@@ -255,6 +344,29 @@ fn register<M: Collector + Clone + 'static>(
     metric
 }
 
+/// The values of the `role` label of `brokerside_backend_server_info`.
+const ROLES: [&str; 2] = ["local", "backup"];
+
+/// Histogram buckets for network round trips on one host or one network, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The prometheus crate's process collector (Linux: it reads `/proc/self`), which exports the
+/// conventional `process_*` series: resident and virtual memory, open and maximum file
+/// descriptors, CPU seconds, start time and threads.
+#[cfg(target_os = "linux")]
+fn register_process_collector(registry: &Registry) {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    registry
+        .register(Box::new(collector))
+        .expect("the process collector is registered once");
+}
+
+/// Elsewhere the process collector does not exist; only the brokerside series are exported.
+#[cfg(not(target_os = "linux"))]
+fn register_process_collector(_registry: &Registry) {}
+
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("brokerside")
 }
@@ -264,9 +376,34 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 }
 
 impl Metrics {
-    /// A fresh registry with every brokerside metric in it.
+    /// A fresh registry with every brokerside metric in it, the build's version and the
+    /// process's own metrics (memory, file descriptors, CPU, start time).
     pub fn new() -> Metrics {
+        let metrics = Metrics::registered();
+        // Both results exist from the start, so that a rate over them works before the first
+        // reload.
+        for result in ["ok", "error"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        metrics
+    }
+
+    fn registered() -> Metrics {
         let registry = Registry::new();
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                opts(
+                    "build_info",
+                    "Always 1; the version label names the running brokerside build.",
+                ),
+                &["version"],
+            ),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        register_process_collector(&registry);
         let connections_active = register(
             &registry,
             IntGaugeVec::new(
@@ -275,6 +412,16 @@ impl Metrics {
             ),
         );
         Metrics {
+            connections_max: register(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "connections_max",
+                        "The listener's max_connections: client connections it holds at once before it refuses new ones.",
+                    ),
+                    &["listener"],
+                ),
+            ),
             connections_total: counter_vec(
                 &registry,
                 "connections_total",
@@ -317,6 +464,38 @@ impl Metrics {
                 "Failed connection attempts to a backend server (refused, unreachable or timed out).",
                 &["backend", "server"],
             ),
+            backend_connections_active: register(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "backend_connections_active",
+                        "Client connections relayed to a backend server now.",
+                    ),
+                    &["backend", "server"],
+                ),
+            ),
+            backend_server_info: register(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "backend_server_info",
+                        "Always 1; the role label says whether a backend server is a local broker (local) or a backup (static or discovered).",
+                    ),
+                    &["backend", "server", "role"],
+                ),
+            ),
+            backend_connect_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "backend_connect_duration_seconds",
+                        "Time to connect to a backend server, for connects that succeeded, in seconds.",
+                    )
+                    .namespace("brokerside")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["backend"],
+                ),
+            ),
             backend_up: register(
                 &registry,
                 IntGaugeVec::new(
@@ -332,9 +511,7 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new("health_check_duration_seconds", "Health probe durations.")
                         .namespace("brokerside")
-                        .buckets(vec![
-                            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                        ]),
+                        .buckets(LATENCY_BUCKETS.to_vec()),
                     &["backend", "server"],
                 ),
             ),
@@ -405,6 +582,13 @@ impl Metrics {
                     "When the running config was loaded (at start or by the last successful reload), in Unix seconds.",
                 )),
             ),
+            config_last_reload_successful: register(
+                &registry,
+                IntGauge::with_opts(opts(
+                    "config_last_reload_successful",
+                    "1 when the last reload (or the start) applied its config, 0 when the last reload was refused and an older config runs.",
+                )),
+            ),
             admin_connections: register(
                 &registry,
                 IntGauge::with_opts(opts(
@@ -432,6 +616,8 @@ impl Metrics {
             ),
             tls: tls::TlsFamilies::register(&registry),
             owners: Arc::default(),
+            started: SystemTime::now(),
+            rates: Arc::default(),
             connections_active,
             registry,
         }
@@ -469,6 +655,7 @@ impl Metrics {
             SeriesKey::Listener(name) => {
                 let name = name.as_str();
                 let _ = self.connections_active.remove_label_values(&[name]);
+                let _ = self.connections_max.remove_label_values(&[name]);
                 let _ = self.connections_total.remove_label_values(&[name]);
                 for reason in RefuseReason::ALL {
                     let _ = self
@@ -490,9 +677,19 @@ impl Metrics {
                 self.tls.remove(name);
             }
             SeriesKey::Server(backend, server) => {
+                let labels = [backend.as_str(), server.as_str()];
+                let _ = self.backend_connect_failures.remove_label_values(&labels);
+                let _ = self.backend_connections_active.remove_label_values(&labels);
+                for role in ROLES {
+                    let _ = self
+                        .backend_server_info
+                        .remove_label_values(&[backend, server, role]);
+                }
+            }
+            SeriesKey::Backend(backend) => {
                 let _ = self
-                    .backend_connect_failures
-                    .remove_label_values(&[backend, server]);
+                    .backend_connect_duration
+                    .remove_label_values(&[backend]);
             }
             SeriesKey::Check(backend, server) => {
                 let labels = [backend.as_str(), server.as_str()];
@@ -523,11 +720,14 @@ impl Metrics {
             .inc();
         if ok {
             self.config_dated();
+        } else {
+            self.config_last_reload_successful.set(0);
         }
     }
 
     /// Dates the running config now (at start, and on each successful reload).
     pub fn config_dated(&self) {
+        self.config_last_reload_successful.set(1);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |since| since.as_secs_f64());
@@ -589,6 +789,7 @@ impl Metrics {
     pub fn listener(&self, name: &str) -> ListenerMetrics {
         ListenerMetrics {
             active: self.connections_active.with_label_values(&[name]),
+            limit: self.connections_max.with_label_values(&[name]),
             total: self.connections_total.with_label_values(&[name]),
             refused: RefuseReason::ALL.map(|r| {
                 self.connections_refused
@@ -612,14 +813,62 @@ impl Metrics {
         }
     }
 
-    /// The handles of one backend server, its series created at zero.
-    pub fn server(&self, backend: &str, server: &str) -> ServerMetrics {
+    /// The handles of one backend server, its series created at zero; `role` (`local` or
+    /// `backup`) is what its info series says.
+    pub fn server(&self, backend: &str, server: &str, role: &str) -> ServerMetrics {
+        // A reload that turned a backup into a local server (or back) keeps the server's
+        // series: only its role changes.
+        for other in ROLES.into_iter().filter(|other| *other != role) {
+            let _ = self
+                .backend_server_info
+                .remove_label_values(&[backend, server, other]);
+        }
+        self.backend_server_info
+            .with_label_values(&[backend, server, role])
+            .set(1);
         ServerMetrics {
             connect_failures: self
                 .backend_connect_failures
                 .with_label_values(&[backend, server]),
+            active: self
+                .backend_connections_active
+                .with_label_values(&[backend, server]),
             _owner: self.own(SeriesKey::Server(backend.to_string(), server.to_string())),
         }
+    }
+
+    /// The connect-latency histogram of one backend, its series created empty.
+    pub fn backend(&self, backend: &str) -> BackendMetrics {
+        BackendMetrics {
+            connect_duration: self.backend_connect_duration.with_label_values(&[backend]),
+            _owner: self.own(SeriesKey::Backend(backend.to_string())),
+        }
+    }
+
+    /// New connections per second by listener, for the status page.
+    pub fn connection_rates(&self) -> &RateMeter {
+        &self.rates
+    }
+
+    /// When this registry was made: the sidecar's start.
+    pub fn started_at(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Failed refreshes of discovery source `source` so far; `None` when it has no series (yet).
+    /// Reads without creating a series, so a source that is gone does not come back.
+    pub fn discovery_errors_of(&self, source: &str) -> Option<u64> {
+        self.discovery_errors
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .find(|metric| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|label| label.name() == "source" && label.value() == source)
+            })
+            .map(|metric| metric.get_counter().get_value() as u64)
     }
 
     /// The registry, for the admin endpoint.
@@ -672,6 +921,34 @@ mod tests {
             text.contains("brokerside_bytes_total{direction=\"to_client\",listener=\"mqtt\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn rates_need_two_reads_a_second_apart() {
+        let meter = RateMeter::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert_eq!(meter.rate_at("mqtt", 100, at(0)), None);
+        assert_eq!(meter.rate_at("mqtt", 150, at(500)), None, "too soon");
+        assert_eq!(meter.rate_at("mqtt", 300, at(2_000)), Some(100.0));
+        assert_eq!(meter.rate_at("mqtt", 900, at(2_500)), Some(100.0), "kept");
+        assert_eq!(
+            meter.rate_at("mqtt", 5, at(4_000)),
+            None,
+            "counter restarted"
+        );
+        meter.retain(|key| key != "mqtt");
+        assert_eq!(meter.rate_at("mqtt", 5, at(9_000)), None, "forgotten");
+    }
+
+    #[test]
+    fn discovery_errors_are_read_without_creating_series() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.discovery_errors_of("dns"), None);
+        assert!(!metrics.render().contains("source=\"dns\""));
+        let handles = metrics.discovery("dns");
+        handles.errors.inc();
+        assert_eq!(metrics.discovery_errors_of("dns"), Some(1));
     }
 
     #[test]

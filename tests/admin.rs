@@ -213,7 +213,44 @@ async fn metrics_exposes_every_series() {
     assert_eq!(value("brokerside_draining", &[]), 0.0);
     assert_eq!(value("brokerside_drain_closed_connections_total", &[]), 0.0);
 
+    // The client is relayed to the broker: counted on its server, its connect timed.
+    assert_eq!(value("brokerside_backend_connections_active", &series), 1.0);
+    let connect = "brokerside_backend_connect_duration_seconds";
+    assert_series(&text, connect, "histogram", &[&format!("{connect}_bucket")]);
+    assert_eq!(value(&format!("{connect}_count"), &[("backend", "b")]), 1.0);
+    assert_eq!(
+        value(
+            "brokerside_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    // The process collector: this test process's own figures.
+    assert!(value("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(value("process_open_fds", &[]) >= 3.0);
+    assert!(value("process_max_fds", &[]) >= value("process_open_fds", &[]));
+    assert!(value("process_start_time_seconds", &[]) > 1.6e9);
+    assert_series(
+        &text,
+        "process_cpu_seconds_total",
+        "counter",
+        &["process_cpu_seconds_total"],
+    );
     promtool_check(&text);
+
+    // Once the client has gone, its server counts it no more.
+    client.client.disconnect().await.expect("queue DISCONNECT");
+    drop(client);
+    within("the server's connection count to fall to 0", async {
+        loop {
+            let text = sidecar.get("/metrics").await.body;
+            if metric_value(&text, "brokerside_backend_connections_active", &series) == Some(0.0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
 
 /// `promtool check metrics` on `text`, when promtool is installed (CI may have it).
@@ -464,5 +501,110 @@ async fn clients_that_pipeline_and_never_read_cannot_starve_the_admin_endpoint()
     );
     for attacker in attackers {
         attacker.abort();
+    }
+}
+
+/// `GET path` with `Accept: accept`, as a browser or curl sends it: (content type, body).
+async fn get_accepting(admin: SocketAddr, path: &str, accept: &str) -> (String, String) {
+    let answer = http_raw(
+        admin,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: admin\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-type: "))
+        .expect("a content type");
+    (content_type.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_is_escaped_html_for_a_browser_and_aligned_text_for_curl() {
+    let broker = start_rumqttd().await;
+    let down = closed_addr();
+    let node = "<script>alert('x')</script>@node";
+    let sidecar = start_sidecar(&format!(
+        "{}\n[node]\nname = \"{node}\"\n",
+        relay_config(
+            &[broker.mqtt],
+            "",
+            &format!("backup = [\"{down}\"]\n{}", fast_check("tcp", ""))
+        )
+    ));
+    sidecar.until_status("/readyz", 200, SETTLE).await;
+    within("the backup to be checked and down", async {
+        loop {
+            let health = sidecar.health().await;
+            if health["backends"][0]["servers"][1]["streak"].as_u64() >= Some(2) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let relay = sidecar.addr("mqtt").to_string();
+    let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+    for path in ["/", "/haproxy_stats"] {
+        let (content_type, page) = get_accepting(sidecar.admin, path, browser).await;
+        assert_eq!(content_type, "text/html; charset=utf-8");
+        assert!(page.len() < 50 * 1024, "{} bytes", page.len());
+        // The node name is text, not markup: the page's own script is the only one.
+        assert!(
+            page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;@node"),
+            "{page}"
+        );
+        assert_eq!(page.matches("<script").count(), 1, "{page}");
+        assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+        assert!(page.contains(&format!("<td>{relay}</td>")), "{page}");
+        let row = |server: &str| {
+            page.lines()
+                .find(|line| {
+                    line.starts_with("<tr") && line.contains(&format!("<td>{server}</td>"))
+                })
+                .unwrap_or_else(|| panic!("no row for {server}:\n{page}"))
+                .to_string()
+        };
+        let local = row(&broker.mqtt.to_string());
+        assert!(
+            local.starts_with("<tr>") && local.contains("<td>UP for "),
+            "{local}"
+        );
+        let backup = row(&down.to_string());
+        assert!(
+            backup.starts_with("<tr class=\"alarm\">") && backup.contains("<td>DOWN for "),
+            "{backup}"
+        );
+    }
+
+    // curl sends `Accept: */*`; a script may ask for text/plain: both get text.
+    for accept in ["*/*", "text/plain"] {
+        let (content_type, text) = get_accepting(sidecar.admin, "/haproxy_stats", accept).await;
+        assert_eq!(content_type, "text/plain; charset=utf-8");
+        assert!(
+            text.starts_with(&format!("brokerside {node}: OK\n")),
+            "{text}"
+        );
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|line| *line != "Backend servers")
+            .skip(1)
+            .take_while(|line| !line.is_empty())
+            .collect();
+        assert_eq!(table.len(), 3, "{text}");
+        // Every row's state starts under the header's `state`.
+        let column = table[0].find("state").expect("a state column");
+        assert_eq!(&table[1][column..column + 2], "UP", "{text}");
+        assert_eq!(&table[2][column..column + 4], "DOWN", "{text}");
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("  mqtt ") && line.contains(&relay)),
+            "{text}"
+        );
     }
 }

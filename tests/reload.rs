@@ -363,6 +363,10 @@ async fn refused_reloads_leave_the_running_config_serving() {
     );
 
     assert_eq!(sidecar.metric(RELOADS, &[("result", "error")]), 3.0);
+    assert_eq!(
+        sidecar.metric("brokerside_config_last_reload_successful", &[]),
+        0.0
+    );
     let health = sidecar.health().await;
     assert_eq!(health["config"]["generation"], 1, "{health}");
     assert_eq!(health["config"]["sha256"], running_sha);
@@ -390,6 +394,15 @@ async fn refused_reloads_leave_the_running_config_serving() {
     assert_ne!(health["config"]["sha256"], running_sha);
     assert_eq!(answer["sha256"], sha);
     assert_eq!(sidecar.metric(RELOADS, &[("result", "ok")]), 1.0);
+    assert_eq!(
+        sidecar.metric("brokerside_config_last_reload_successful", &[]),
+        1.0
+    );
+    // The new limit is what /metrics says the listener's limit is.
+    assert_eq!(
+        sidecar.metric("brokerside_connections_max", &[("listener", "mqtt")]),
+        7.0
+    );
     let stamp = metric_value(
         &sidecar.metrics.render(),
         "brokerside_config_last_reload_success_timestamp_seconds",

@@ -1,6 +1,8 @@
-//! The `/health` document: the node's verdict with its reason, the drain, each listener, each
-//! backend server's check state, and the cluster view. Built from atomics and report snapshots;
-//! times are Unix seconds (fractional, millisecond precision) so that any client can compare them.
+//! The `/health` document: the node (name, version, uptime), its verdict with its reason, the
+//! drain, each listener (connections, rate, refusals), each backend server's check state and
+//! connections, the discovery sources and the cluster view. Built from atomics and report
+//! snapshots; times are Unix seconds (fractional, millisecond precision) so that any client can
+//! compare them. The status page ([`super::page`]) is drawn from this same document.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +10,8 @@ use serde_json::{Value, json};
 
 use crate::backend::Backend;
 use crate::config::ClientAuth;
+use crate::metrics::RefuseReason;
+use crate::runtime::Runtime;
 use crate::state::SidecarState;
 use crate::tls::Terminator;
 
@@ -17,7 +21,16 @@ pub(super) fn health(state: &SidecarState) -> Value {
     let started = state.drain.started_at();
     let clustering = state.clustering.load();
     let runtime = state.runtime.load();
+    let rates = state.metrics.connection_rates();
+    rates.retain(|name| runtime.listeners.iter().any(|l| l.name == name));
+    let up_since = state.metrics.started_at();
     json!({
+        "node": {
+            "name": node_name(&runtime, &clustering.current_node),
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_at": unix_seconds(up_since),
+            "uptime_seconds": SystemTime::now().duration_since(up_since).map_or(0, |up| up.as_secs()),
+        },
         "status": if readiness.is_ok() { "ok" } else { "unavailable" },
         "reason": readiness.err(),
         "draining": state.drain.is_draining(),
@@ -32,14 +45,35 @@ pub(super) fn health(state: &SidecarState) -> Value {
             "file": runtime.loaded.file.as_ref().map(|file| file.display().to_string()),
             "sha256": runtime.loaded.sha256,
         },
-        "listeners": runtime.listeners.iter().map(|listener| json!({
-            "name": listener.name,
-            "address": listener.addr.to_string(),
-            "backend": listener.plan.backend.name,
-            "active_connections": listener.metrics.active.get(),
-            "tls": listener.plan.tls.as_ref().map(|tls| tls_json(tls)),
-        })).collect::<Vec<_>>(),
+        "listeners": runtime.listeners.iter().map(|listener| {
+            let total = listener.metrics.total.get();
+            let refused: serde_json::Map<String, Value> = RefuseReason::ALL
+                .iter()
+                .map(|&reason| (reason.label().to_string(), listener.metrics.refused_count(reason).into()))
+                .collect();
+            json!({
+                "name": listener.name,
+                "address": listener.addr.to_string(),
+                "backend": listener.plan.backend.name,
+                "active_connections": listener.metrics.active.get(),
+                "max_connections": listener.plan.max_connections,
+                "connections_total": total,
+                "new_per_second": rates.rate(&listener.name, total),
+                "refused": refused,
+                "tls": listener.plan.tls.as_ref().map(|tls| tls_json(tls)),
+            })
+        }).collect::<Vec<_>>(),
         "backends": runtime.backends.iter().map(|backend| backend_json(backend)).collect::<Vec<_>>(),
+        "discovery": runtime.sources.iter().map(|source| {
+            let set = source.peers();
+            json!({
+                "name": source.name,
+                "peers": set.peers.len(),
+                "refreshed_at": set.refreshed.map(unix_seconds),
+                "error": set.error,
+                "errors_total": state.metrics.discovery_errors_of(&source.name),
+            })
+        }).collect::<Vec<_>>(),
         "clustering": {
             "enabled": clustering.enabled,
             "current_node": clustering.current_node,
@@ -73,11 +107,27 @@ fn tls_json(tls: &Terminator) -> Value {
     })
 }
 
+/// This node's name: `[node] name` (or the name its discovery template gives it), else the
+/// broker's name for it as the cluster guard last saw it, else the host name.
+fn node_name(runtime: &Runtime, current_node: &str) -> String {
+    if let Some(name) = &runtime.self_node.name {
+        return name.clone();
+    }
+    if !current_node.is_empty() {
+        return current_node.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|host| host.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn backend_json(backend: &Backend) -> Value {
+    let configured = backend.servers.len();
     let servers: Vec<Value> = backend
         .all_servers()
         .iter()
-        .map(|server| {
+        .enumerate()
+        .map(|(index, server)| {
             let report = server.health.report();
             let last = report.last.as_ref();
             json!({
@@ -90,6 +140,8 @@ fn backend_json(backend: &Backend) -> Value {
                 "error": last.and_then(|last| last.error.as_deref()),
                 "streak": report.streak,
                 "since": unix_seconds(report.since),
+                "discovered": index >= configured,
+                "active_connections": server.metrics.active.get(),
             })
         })
         .collect();
@@ -135,6 +187,18 @@ mod tests {
         assert_eq!(listener["name"], "mqtt");
         assert_eq!(listener["backend"], "broker-mqtt");
         assert_eq!(listener["active_connections"], 0);
+        assert_eq!(listener["max_connections"], 500_000);
+        assert_eq!(listener["connections_total"], 0);
+        assert_eq!(
+            listener["new_per_second"],
+            Value::Null,
+            "one read makes no rate"
+        );
+        assert_eq!(listener["refused"]["limit"], 0);
+        assert_eq!(listener["refused"]["client_gone"], 0);
+        assert_eq!(json["node"]["version"], env!("CARGO_PKG_VERSION"));
+        assert!(json["node"]["uptime_seconds"].is_u64(), "{json}");
+        assert_eq!(json["discovery"], json!([]));
         assert!(
             listener["address"]
                 .as_str()
@@ -154,6 +218,8 @@ mod tests {
         assert_eq!(first["latency_ms"], Value::Null);
         assert_eq!(first["error"], Value::Null);
         assert_eq!(first["streak"], 0);
+        assert_eq!(first["discovered"], false);
+        assert_eq!(first["active_connections"], 0);
         assert!(
             first["since"].as_f64().is_some_and(|s| s > 1.6e9),
             "{first}"

@@ -5,6 +5,7 @@
 
 mod admission;
 mod health_json;
+mod page;
 mod routes;
 mod stall;
 #[cfg(test)]

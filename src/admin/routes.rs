@@ -10,7 +10,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 
-use super::health_json;
+use super::{health_json, page};
 use crate::runtime::ReloadError;
 use crate::state::SidecarState;
 
@@ -20,6 +20,7 @@ pub type Body = Full<Bytes>;
 const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const JSON: &str = "application/json";
+const HTML: &str = "text/html; charset=utf-8";
 
 /// Answers one request. `peer` is the client's address, which decides whether `POST /drain` is
 /// allowed without a token. HEAD is answered wherever GET is (hyper leaves the body out).
@@ -27,6 +28,7 @@ pub fn route(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Respons
     let method = &request.method;
     let get = method == Method::GET || method == Method::HEAD;
     match request.uri.path() {
+        "/" | "/haproxy_stats" if get => status_page(&request.headers, state),
         "/haproxy_health" | "/readyz" if get => readiness(state),
         "/livez" if get => text(StatusCode::OK, "OK\n"),
         // Always 200: the body carries the status, and a client that wants a verdict from the
@@ -35,9 +37,8 @@ pub fn route(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Respons
         "/metrics" if get => reply(StatusCode::OK, PROMETHEUS_TEXT, state.metrics.render()),
         "/peers" if get => peers(request.uri.query(), state),
         "/drain" if method == Method::POST => drain(&request.headers, peer, state),
-        "/haproxy_health" | "/readyz" | "/livez" | "/health" | "/metrics" | "/peers" => {
-            not_allowed("GET, HEAD")
-        }
+        "/" | "/haproxy_stats" | "/haproxy_health" | "/readyz" | "/livez" | "/health"
+        | "/metrics" | "/peers" => not_allowed("GET, HEAD"),
         // `POST /reload` waits for the reload: the server answers it with [`reload`].
         "/drain" | "/reload" => not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -48,6 +49,8 @@ pub fn route(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Respons
 /// `other`, so that scanners cannot grow the series.
 pub fn label(path: &str) -> &'static str {
     match path {
+        "/" => "/",
+        "/haproxy_stats" => "/haproxy_stats",
         "/haproxy_health" => "/haproxy_health",
         "/readyz" => "/readyz",
         "/livez" => "/livez",
@@ -58,6 +61,42 @@ pub fn label(path: &str) -> &'static str {
         "/reload" => "/reload",
         _ => "other",
     }
+}
+
+/// The status page: HTML for a browser (one that asks for `text/html`), the same tables as
+/// aligned text for anything else (curl sends `Accept: */*`).
+fn status_page(headers: &HeaderMap, state: &SidecarState) -> Response<Body> {
+    let health = health_json::health(state);
+    let peers = state.peers();
+    if wants_html(headers) {
+        reply(StatusCode::OK, HTML, page::html(&health, &peers))
+    } else {
+        text(StatusCode::OK, page::text(&health, &peers))
+    }
+}
+
+/// Whether the `Accept` header names `text/html` (browsers do) before any `text/plain`.
+fn wants_html(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|item| {
+            item.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    for media in accept {
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => return true,
+            "text/plain" => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// 200 `OK` when the node should receive clients, else 503 and why.
@@ -338,7 +377,13 @@ mod tests {
     #[tokio::test]
     async fn unknown_paths_and_wrong_methods() {
         let (state, _) = testing::state(None);
-        for path in ["/", "/healthz", "/health/", "/drain/now", "/HEALTH"] {
+        for path in [
+            "/index.html",
+            "/healthz",
+            "/health/",
+            "/drain/now",
+            "/HEALTH",
+        ] {
             assert_eq!(
                 get(path, &state).await,
                 (404, "not found\n".into()),
@@ -352,6 +397,8 @@ mod tests {
             ("POST", "/health", "GET, HEAD"),
             ("DELETE", "/metrics", "GET, HEAD"),
             ("POST", "/peers", "GET, HEAD"),
+            ("POST", "/", "GET, HEAD"),
+            ("DELETE", "/haproxy_stats", "GET, HEAD"),
             ("GET", "/drain", "POST"),
             ("HEAD", "/drain", "POST"),
         ] {

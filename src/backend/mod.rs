@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus::IntGauge;
 
 use crate::config::{BackendConfig, CheckConfig, ProxyProtocol};
 use crate::health::{CheckTarget, ServerHealth};
-use crate::metrics::{Metrics, ServerMetrics};
+use crate::metrics::{BackendMetrics, Metrics, ServerMetrics};
 pub use loopback::LoopbackRotation;
 pub use outage::{Line as OutageLine, OutageLog};
 pub use peers::{PeerSettings, spawn_peer_sync};
@@ -84,8 +85,29 @@ impl Server {
             addr,
             role,
             health,
-            metrics: metrics.server(backend, &addr.to_string()),
+            metrics: metrics.server(backend, &addr.to_string(), role.as_str()),
         }
+    }
+}
+
+/// One client connection relayed to a server: counted in the server's
+/// `brokerside_backend_connections_active` from [`Server::lease`] until dropped. It holds the
+/// gauge, not the server: the series of a server that a reload removed go at once, as every
+/// series of a server that is gone does, while its last connections run on uncounted there.
+#[derive(Debug)]
+pub struct Lease(IntGauge);
+
+impl Server {
+    /// Counts one more connection relayed to this server, for as long as the lease lives.
+    pub fn lease(&self) -> Lease {
+        self.metrics.active.inc();
+        Lease(self.metrics.active.clone())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -116,6 +138,8 @@ pub struct Backend {
     pub failback_rate: u32,
     /// Refused clients told as an outage (state changes), not one log line each.
     pub outage: OutageLog,
+    /// Its connect-latency histogram.
+    pub metrics: BackendMetrics,
 }
 
 impl Backend {
@@ -149,6 +173,7 @@ impl Backend {
             ready_on_backup: config.ready_on_backup,
             failback_rate: config.failback_rate,
             outage: OutageLog::default(),
+            metrics: metrics.backend(&config.name),
         }
     }
 

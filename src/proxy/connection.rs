@@ -247,7 +247,7 @@ async fn open(
         Some(terminator) => Some(terminate(&mut client, peer, terminator).await?),
     };
 
-    let Some((mut backend, server, role)) = upstream::connect(&plan.backend).await else {
+    let Some((mut backend, server, role, lease)) = upstream::connect(&plan.backend).await else {
         tracing::debug!(%peer, backend = %plan.backend.name, "no backend server accepted the connection");
         metrics.refused(RefuseReason::NoBackend);
         log_outage(
@@ -260,8 +260,10 @@ async fn open(
     log_outage(&plan, plan.backend.outage.accepted());
     if role == Role::Backup {
         tracing::debug!(%peer, %server, "relaying to a backup server");
-        shared.registry.mark_current_on_backup(plan.backend.id);
     }
+    shared
+        .registry
+        .relaying_current(plan.backend.id, role, lease);
     let addresses = match (plan.proxy_protocol, inbound) {
         (ProxyProtocol::Off, _) => None,
         (_, Some(addresses)) => Some(addresses),

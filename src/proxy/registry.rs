@@ -14,19 +14,23 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, Id};
 use tokio::time::Instant;
 
-use crate::backend::BackendId;
+use crate::backend::{BackendId, Lease, Role};
 use crate::runtime::ListenerId;
 
 /// Shards keep the lock that accept and close take short and rarely shared.
 const SHARDS: usize = 64;
 
-/// Kept to two words, since every open connection has one.
+/// Kept to three words, since every open connection has one.
 struct Entry {
     handle: AbortHandle,
     /// The listener that accepted the connection.
     listener: ListenerId,
     /// The backend whose backup server this connection uses, or [`NOT_ON_BACKUP`].
     on_backup: u32,
+    /// The server the connection is relayed to, counted on it while the entry lives. Kept here
+    /// rather than in the connection's task, whose size is guarded: however the entry goes (the
+    /// task ended, or a close took it), the count goes with it.
+    server: Option<Lease>,
 }
 
 /// `Entry::on_backup` of a connection to a local server.
@@ -102,6 +106,7 @@ impl Registry {
                 handle,
                 listener,
                 on_backup: NOT_ON_BACKUP,
+                server: None,
             },
         );
     }
@@ -118,13 +123,18 @@ impl Registry {
         }
     }
 
-    /// Records that the calling task's connection went to a backup server of `backend`.
-    pub(crate) fn mark_current_on_backup(&self, backend: BackendId) {
+    /// Records the server of `backend` that the calling task's connection is relayed to: it is
+    /// counted on that server until the connection ends, and failback finds it if the server is
+    /// a backup.
+    pub(crate) fn relaying_current(&self, backend: BackendId, role: Role, server: Lease) {
         if let Some(id) = tokio::task::try_id()
             && let Ok(mut shard) = self.shard(id).lock()
             && let Some(entry) = shard.get_mut(&id)
         {
-            entry.on_backup = backend.0;
+            if role == Role::Backup {
+                entry.on_backup = backend.0;
+            }
+            entry.server = Some(server);
         }
     }
 
@@ -244,6 +254,9 @@ impl ClosePacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Server;
+    use crate::health::ServerHealth;
+    use crate::metrics::Metrics;
     use std::sync::Arc;
 
     #[test]
@@ -267,9 +280,23 @@ mod tests {
         }
     }
 
+    /// A backup server whose lease marks a connection as on a backup.
+    fn backup_server() -> Arc<Server> {
+        let health = Arc::new(ServerHealth::fresh(false));
+        let addr = "127.0.0.1:1".parse().expect("address");
+        Arc::new(Server::new(
+            "b",
+            addr,
+            Role::Backup,
+            health,
+            &Metrics::new(),
+        ))
+    }
+
     /// A task that stays open until aborted, and counts itself closed when it ends.
-    fn held(registry: &Arc<Registry>, listener: u32, backup: Option<u32>) {
+    fn held(registry: &Arc<Registry>, listener: u32, backup: Option<(u32, &Arc<Server>)>) {
         let registry_in_task = Arc::clone(registry);
+        let backup = backup.map(|(backend, server)| (backend, Arc::clone(server)));
         registry.spawn(
             async move {
                 struct Unregister(Arc<Registry>);
@@ -280,8 +307,12 @@ mod tests {
                 }
                 let _unregister = Unregister(Arc::clone(&registry_in_task));
                 tokio::task::yield_now().await;
-                if let Some(backend) = backup {
-                    registry_in_task.mark_current_on_backup(BackendId(backend));
+                if let Some((backend, server)) = backup {
+                    registry_in_task.relaying_current(
+                        BackendId(backend),
+                        Role::Backup,
+                        server.lease(),
+                    );
                 }
                 std::future::pending::<()>().await;
             },
@@ -296,15 +327,23 @@ mod tests {
     #[tokio::test]
     async fn closes_at_most_the_count_asked_and_only_those_chosen() {
         let registry = Arc::new(Registry::default());
+        let backup = backup_server();
         for i in 0..10 {
-            held(&registry, u32::from(i >= 7), (i < 4).then_some(1));
+            held(
+                &registry,
+                u32::from(i >= 7),
+                (i < 4).then_some((1, &backup)),
+            );
         }
         settle().await;
         assert_eq!(registry.open(), 10);
+        // The backup server counts the connections relayed to it, and a close uncounts them.
+        assert_eq!(backup.metrics.active.get(), 4);
         let on_backup = Which::OnBackupOf(BackendId(1));
         assert_eq!(registry.count(on_backup), 4);
         assert_eq!(registry.count(Which::OnBackupOf(BackendId(2))), 0);
         assert_eq!(registry.close(3, on_backup), 3);
+        assert_eq!(backup.metrics.active.get(), 1);
         assert_eq!(registry.count(on_backup), 1);
         assert_eq!(registry.close(100, on_backup), 1);
         // Listener 1 holds the last three.

@@ -1,23 +1,33 @@
 //! Opening the backend side of a connection: servers tried in order, each within the backend's
-//! connect timeout, from a rotated source address when the server is on loopback.
+//! connect timeout, from a rotated source address when the server is on loopback. A connect that
+//! succeeds is timed into the backend's latency histogram and counted on its server.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use crate::backend::{Backend, Role};
+use crate::backend::{Backend, Lease, Role};
 use crate::net::socket::upstream_socket;
 
 /// Connects to the first server of `backend` that accepts, counting each failure on its server.
-/// `None` when every server refused, was unreachable or timed out.
-pub async fn connect(backend: &Backend) -> Option<(TcpStream, SocketAddr, Role)> {
+/// The lease counts the connection on its server until it is dropped. `None` when every server
+/// refused, was unreachable or timed out.
+pub async fn connect(backend: &Backend) -> Option<(TcpStream, SocketAddr, Role, Lease)> {
     for server in backend.candidates() {
+        let started = Instant::now();
         let attempt = async {
             let socket = upstream_socket(server.addr, backend.loopback.next_for(server.addr))?;
             socket.connect(server.addr).await
         };
         match tokio::time::timeout(backend.connect_timeout, attempt).await {
-            Ok(Ok(stream)) => return Some((stream, server.addr, server.role)),
+            Ok(Ok(stream)) => {
+                backend
+                    .metrics
+                    .connect_duration
+                    .observe(started.elapsed().as_secs_f64());
+                return Some((stream, server.addr, server.role, server.lease()));
+            }
             Ok(Err(error)) => {
                 tracing::debug!(backend = %backend.name, server = %server.addr, %error, "connect failed");
             }

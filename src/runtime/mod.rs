@@ -180,6 +180,11 @@ impl Runtime {
                 let socket = listeners
                     .get(&listener.name)
                     .unwrap_or_else(|| panic!("listener `{}` is not bound", listener.name));
+                // What `brokerside_connections_max` says is the limit new connections meet.
+                socket
+                    .metrics
+                    .limit
+                    .set(i64::from(listener.max_connections));
                 let tls = listener.tls.as_ref().map(|tls| {
                     let material = secrets.tls.get(&listener.name).cloned().unwrap_or_else(|| {
                         panic!(
