@@ -26,4 +26,5 @@ pub mod shutdown;
 pub mod sidecar;
 pub mod state;
 pub mod task;
+pub mod time_text;
 pub mod tls;

@@ -269,7 +269,7 @@ impl Loader {
                     "{}: the certificate ({}) expired at {}",
                     files.cert.display(),
                     info.subject,
-                    rfc3339(info.not_after)
+                    crate::time_text::rfc3339(info.not_after)
                 ),
             );
             return None;
@@ -281,7 +281,7 @@ impl Loader {
                     "{}: the certificate ({}) expires soon, at {}",
                     files.cert.display(),
                     info.subject,
-                    rfc3339(info.not_after)
+                    crate::time_text::rfc3339(info.not_after)
                 ),
             });
         }
@@ -434,40 +434,6 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Unix seconds as an RFC 3339 time in UTC (`2026-12-21T08:00:00Z`), for messages. Written out
-/// here (days to a civil date, after Howard Hinnant's `civil_from_days`) rather than pulling in a
-/// date crate's formatting features for one line of a log.
-pub fn rfc3339(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_utc_calendar_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
-    }
 }

@@ -79,7 +79,7 @@ impl Pki {
         let mut params = leaf_params(names, 98);
         let at = std::time::SystemTime::now() + std::time::Duration::from_secs(days * 86_400);
         let unix = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let date = brokerside::tls::material::rfc3339(unix);
+        let date = brokerside::time_text::rfc3339(unix);
         let field = |range: std::ops::Range<usize>| date[range].parse::<u8>().unwrap();
         let year: i32 = date[..4].parse().unwrap();
         params.not_after = date_time_ymd(year, field(5..7), field(8..10));
