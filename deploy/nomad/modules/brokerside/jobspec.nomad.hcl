@@ -1,6 +1,8 @@
 # brokerside, the sidecar proxy next to EMQX: one per EMQX node (a system job constrained to the
 # EMQX pool). It owns the public ports 1883/8883/8083/8084 and relays to the local EMQX on
 # 21883/28883/28083/28084; :8080 answers the load balancer's and Consul's GET /haproxy_health.
+# With tls_termination = true it ends TLS on 8883/8084 itself, with a certificate from Vault's
+# PKI, and relays plaintext to EMQX's 21883/28083 (deploy/README.md, TLS termination).
 
 variable "datacenters" {
   type    = list(string)
