@@ -1109,6 +1109,12 @@ struct TestVault {
     issued: std::cell::Cell<u64>,
 }
 
+impl Drop for TestVault {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.ca.dir);
+    }
+}
+
 impl TestVault {
     fn new(name: &str) -> TestVault {
         TestVault {
@@ -1433,6 +1439,7 @@ fn embedded_brokerside_configs_pass_check_config() {
         .iter()
         .filter_map(|(name, config)| check_config(name, config).err())
         .collect();
+    let _ = std::fs::remove_dir_all(&clients.dir);
     assert!(
         failures.is_empty(),
         "check-config refused:\n{}",
@@ -1501,6 +1508,7 @@ fn configmap_config_with_secret(dir: &Path) -> String {
     ] {
         std::fs::copy(from, dir.join(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
     }
+    let _ = std::fs::remove_dir_all(&pki.dir);
     let config = configmap_config();
     assert!(
         config.contains(&format!("\"{K8S_TLS_MOUNT}/")),
@@ -1729,6 +1737,7 @@ fn nomad_tls_termination_serves_a_vault_pki_certificate_that_sighup_reloads() {
             .unwrap_or_else(|| panic!("{case}: a certificate file without its key was accepted"));
         assert!(err.contains("listener[1].tls.key"), "{case}: {err}");
     }
+    let _ = std::fs::remove_dir_all(&clients.dir);
 }
 
 #[test]
