@@ -8,12 +8,20 @@
 //! - Every brokerside config embedded in deploy/ passes `brokerside check-config`.
 //! - The Nomad template reads its live tunables from Consul KV (`keyOrDefault`, rendered here
 //!   with its default), none that needs a restart, and a bad KV value makes a refused config.
+//! - TLS termination: the Nomad job's certificate comes from Vault's PKI (`pkiCert`, answered
+//!   here by a test CA) into the task's secrets dir and reloads by SIGHUP; the Kubernetes one
+//!   from a `kubernetes.io/tls` Secret mounted as a directory. `check-config` reads those files,
+//!   so the configs are checked against real certificate files written where they would be.
 //!
 //! The Kubernetes manifests are also checked by `kubernetes-validate --strict` and yamllint in
 //! `.ci/deploy-checks.sh`.
 
 #[path = "deploy/hcl_check.rs"]
 mod hcl_check;
+// The test CA of the TLS tests (rcgen): it stands in for Vault's PKI and for cert-manager.
+#[path = "support/tls.rs"]
+#[allow(dead_code)]
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -204,6 +212,7 @@ fn bad_fixture_tree_is_rejected_with_each_expected_error() {
         "template interpolates ${device}",
         // Nomad: jobspec references and hcl2 vars
         "unresolved reference var.emqx_count",
+        "unresolved reference local.greeting",
         "hcl2.vars.image is not a variable",
         "required jobspec variable cookie is not passed",
     ];
@@ -564,9 +573,13 @@ fn brokerside_job_owns_the_public_ports_and_outlives_its_drain() {
 
     let task = sub(group, "task");
     // A re-rendered config is reloaded in-process (SIGHUP), not applied by a draining restart.
-    let template = sub(task, "template");
-    assert_eq!(value(template, "change_mode"), hcl::Value::from("signal"));
-    assert_eq!(value(template, "change_signal"), hcl::Value::from("SIGHUP"));
+    let templates = nomad_brokerside_templates(&[]);
+    let template = templates
+        .iter()
+        .find(|t| t.destination == CONFIG_DESTINATION)
+        .unwrap_or_else(|| panic!("no template renders {CONFIG_DESTINATION}"));
+    assert_eq!(template.change_mode.as_deref(), Some("signal"));
+    assert_eq!(template.change_signal.as_deref(), Some("SIGHUP"));
     let kill = match value(task, "kill_timeout") {
         hcl::Value::String(s) => seconds(&s),
         other => panic!("kill_timeout {other:?}"),
@@ -703,30 +716,118 @@ fn jobspec_defaults(service: &str) -> hcl::Map<String, hcl::Value> {
         .collect()
 }
 
-/// The `data` of the brokerside job's template as Nomad hands it to consul-template: its HCL
-/// interpolations (`${var.consul_kv_prefix}`) evaluated with the jobspec variables' defaults,
-/// which are also what the Terraform module passes unless told otherwise. An interpolation of
-/// anything else fails here.
-fn nomad_brokerside_template() -> String {
-    use hcl::eval::{Context, Evaluate};
-    let job = job("brokerside");
-    let template = sub(sub(sub(&job, "group"), "task"), "template");
-    assert_eq!(
-        value(template, "destination"),
-        hcl::Value::from("local/brokerside.toml")
-    );
-    let data = attr(template, "data").unwrap_or_else(|| panic!("template.data"));
-    assert!(
-        template_text(data).is_some(),
-        "template.data is not a string"
-    );
-    let mut ctx = Context::new();
-    ctx.declare_var("var", hcl::Value::Object(jobspec_defaults("brokerside")));
-    match data.evaluate(&ctx) {
-        Ok(hcl::Value::String(s)) => s,
-        Ok(other) => panic!("template.data evaluates to {other:?}"),
-        Err(e) => panic!("template.data: HCL interpolation: {e}"),
+/// What a jobspec's HCL expressions read: `var.<name>`, each variable's default or the value
+/// `set` gives it (as `nomad job run -var`, or the module's `hcl2.vars`), and `local.<name>`,
+/// its locals evaluated with those variables.
+fn jobspec_context(service: &str, set: &[(&str, hcl::Value)]) -> hcl::eval::Context<'static> {
+    use hcl::eval::Evaluate;
+    let path = deploy(&format!("nomad/modules/{service}/jobspec.nomad.hcl"));
+    let body = parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let declared = hcl_check::jobspec_variables(&body);
+    let mut vars = jobspec_defaults(service);
+    for (name, v) in set {
+        assert!(
+            declared.contains_key(*name),
+            "{service} jobspec has no variable {name}"
+        );
+        vars.insert(name.to_string(), v.clone());
     }
+    let mut ctx = hcl::eval::Context::new();
+    ctx.declare_var("var", hcl::Value::Object(vars));
+    let locals: hcl::Map<String, hcl::Value> = hcl_check::jobspec_locals(&body)
+        .into_iter()
+        .map(|(name, e)| {
+            let v = e
+                .evaluate(&ctx)
+                .unwrap_or_else(|err| panic!("local.{name}: {err}"));
+            (name, v)
+        })
+        .collect();
+    ctx.declare_var("local", hcl::Value::Object(locals));
+    ctx
+}
+
+/// The bodies of the blocks `name` in `body` as Nomad expands them in `ctx`: a plain block
+/// once, a `dynamic "name"` block's content once per element of its `for_each` (none when the
+/// condition makes it `[]`). The content must not read its iterator.
+fn expanded_blocks(body: &Body, name: &str, ctx: &hcl::eval::Context<'_>) -> Vec<Body> {
+    use hcl::eval::Evaluate;
+    let mut out = Vec::new();
+    for b in body.blocks() {
+        if b.identifier.as_str() == name {
+            out.push(b.body.clone());
+        } else if b.identifier.as_str() == "dynamic" && labels(b) == [name] {
+            let for_each =
+                attr(&b.body, "for_each").unwrap_or_else(|| panic!("dynamic {name}: no for_each"));
+            let n = match for_each.evaluate(ctx) {
+                Ok(hcl::Value::Array(items)) => items.len(),
+                other => panic!("dynamic {name}: for_each = {other:?}"),
+            };
+            let content = sub(&b.body, "content");
+            out.extend(std::iter::repeat_n(content.clone(), n));
+        }
+    }
+    out
+}
+
+/// Attribute `key` of `body` evaluated in `ctx`, as a string.
+fn eval_string(body: &Body, key: &str, ctx: &hcl::eval::Context<'_>) -> Option<String> {
+    use hcl::eval::Evaluate;
+    let e = attr(body, key)?;
+    match e.evaluate(ctx) {
+        Ok(hcl::Value::String(s)) => Some(s),
+        other => panic!("{key}: evaluates to {other:?}"),
+    }
+}
+
+/// A `template` block of the brokerside task as Nomad hands it to consul-template: its HCL
+/// interpolations (`${var.consul_kv_prefix}`, `%{ if var.tls_termination }`) evaluated with
+/// the jobspec's variables. An interpolation of anything else fails here.
+#[derive(Debug)]
+struct NomadTemplate {
+    destination: String,
+    change_mode: Option<String>,
+    change_signal: Option<String>,
+    data: String,
+}
+
+/// The brokerside task: its body and every template it has with variables `set` (the rest at
+/// their defaults).
+fn nomad_brokerside_templates(set: &[(&str, hcl::Value)]) -> Vec<NomadTemplate> {
+    let vars = jobspec_context("brokerside", set);
+    let job = job("brokerside");
+    let task = sub(sub(&job, "group"), "task");
+    expanded_blocks(task, "template", &vars)
+        .iter()
+        .map(|t| {
+            let data = attr(t, "data").unwrap_or_else(|| panic!("template without data"));
+            assert!(
+                template_text(data).is_some() || matches!(data, Expression::Traversal(_)),
+                "template.data is neither a string nor a variable"
+            );
+            NomadTemplate {
+                destination: eval_string(t, "destination", &vars)
+                    .unwrap_or_else(|| panic!("template without destination")),
+                change_mode: eval_string(t, "change_mode", &vars),
+                change_signal: eval_string(t, "change_signal", &vars),
+                data: eval_string(t, "data", &vars).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Where the brokerside config is rendered (`--config /local/brokerside.toml`).
+const CONFIG_DESTINATION: &str = "local/brokerside.toml";
+
+/// The `data` of the brokerside config template with the jobspec variables' defaults, which
+/// are also what the Terraform module passes unless told otherwise.
+fn nomad_brokerside_template() -> String {
+    let templates = nomad_brokerside_templates(&[]);
+    templates
+        .into_iter()
+        .find(|t| t.destination == CONFIG_DESTINATION)
+        .unwrap_or_else(|| panic!("no template renders {CONFIG_DESTINATION}"))
+        .data
 }
 
 /// A value a Nomad template reads from Consul KV: `{{ keyOrDefault "<key>" "<default>" }}`.
@@ -736,23 +837,54 @@ struct KvRead {
     default: String,
 }
 
-/// A consul-template text rendered for this test, and the KV keys it read.
+/// A certificate a Nomad template asks Vault's PKI for:
+/// `{{ with pkiCert "<path>" "<key>=<value>" ... }}`.
+#[derive(Debug, Clone, PartialEq)]
+struct PkiRead {
+    path: String,
+    params: Vec<String>,
+}
+
+/// What Vault's PKI answers, as consul-template's pkiCert gives it: PEM text in the fields
+/// `.Cert`, `.CA` and `.Key`.
+#[derive(Debug, Clone)]
+struct PkiCert {
+    cert: String,
+    ca: String,
+    key: String,
+}
+
+/// A consul-template text rendered for this test, and what it read from Consul KV and Vault.
 #[derive(Debug)]
 struct Rendered {
     text: String,
     kv: Vec<KvRead>,
+    pki: Vec<PkiRead>,
 }
 
-/// A word of a template action: a bare identifier or a Go double-quoted string.
+/// A word of a template action: a bare identifier, a Go double-quoted string, or a field of
+/// the current value (`.Cert`).
 #[derive(Debug, PartialEq)]
 enum Word {
     Ident(String),
     Str(String),
+    Field(String),
 }
 
 fn action_words(action: &str) -> Result<Vec<Word>, String> {
     let mut words = Vec::new();
     let mut chars = action.trim().chars().peekable();
+    let ident = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        let mut s = String::new();
+        while let Some(&c) = chars
+            .peek()
+            .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
+        {
+            s.push(c);
+            chars.next();
+        }
+        s
+    };
     while let Some(&c) = chars.peek() {
         if c.is_whitespace() {
             chars.next();
@@ -771,16 +903,15 @@ fn action_words(action: &str) -> Result<Vec<Word>, String> {
                 }
             }
             words.push(Word::Str(s));
-        } else if c.is_ascii_alphabetic() {
-            let mut s = String::new();
-            while let Some(&c) = chars
-                .peek()
-                .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
-            {
-                s.push(c);
-                chars.next();
+        } else if c == '.' {
+            chars.next();
+            let name = ident(&mut chars);
+            if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                return Err("`.` without a field name is not supported here".into());
             }
-            words.push(Word::Ident(s));
+            words.push(Word::Field(name));
+        } else if c.is_ascii_alphabetic() {
+            words.push(Word::Ident(ident(&mut chars)));
         } else {
             return Err(format!(
                 "{c:?} (pipes, variables, trim markers, ...) is not supported here"
@@ -790,18 +921,28 @@ fn action_words(action: &str) -> Result<Vec<Word>, String> {
     Ok(words)
 }
 
+/// What a template reads from outside, as this test stands in for it.
+struct Sources<'a> {
+    /// The task's environment (`{{ env "NAME" }}`).
+    env: &'a dyn Fn(&str) -> Option<String>,
+    /// Consul KV (`keyOrDefault`): `None` when the key is absent.
+    kv: &'a dyn Fn(&str) -> Option<String>,
+    /// Vault's PKI (`pkiCert`): the certificate it issues for a path and its parameters.
+    pki: &'a dyn Fn(&PkiRead) -> Result<PkiCert, String>,
+}
+
 /// Renders a consul-template text the way Nomad would, as far as this test knows how:
-/// `{{ env "NAME" }}` becomes `env(NAME)` (an unknown name fails) and
+/// `{{ env "NAME" }}` becomes `env(NAME)` (an unknown name fails),
 /// `{{ keyOrDefault "key" "default" }}` becomes `kv(key)`, or the default when that is `None`
-/// (the key is absent from Consul). Any other action fails, naming it, so that a new one has
-/// to be taught to this renderer on purpose.
-fn render_consul_template(
-    data: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    kv: &dyn Fn(&str) -> Option<String>,
-) -> Result<Rendered, String> {
+/// (the key is absent from Consul), and `{{ with pkiCert "path" "k=v" ... }}` ... `{{ end }}`
+/// renders its `{{ .Cert }}`, `{{ .CA }}` and `{{ .Key }}` from what `pki` issues. Any other
+/// action fails, naming it, so that a new one has to be taught to this renderer on purpose.
+fn render_consul_template(data: &str, sources: &Sources<'_>) -> Result<Rendered, String> {
     let mut text = String::new();
     let mut reads = Vec::new();
+    let mut pki_reads = Vec::new();
+    // The certificate of the open `with pkiCert` block, if any.
+    let mut with: Option<PkiCert> = None;
     let mut rest = data;
     while let Some(open) = rest.find("{{") {
         text.push_str(&rest[..open]);
@@ -816,32 +957,69 @@ fn render_consul_template(
             )
         };
         let words = action_words(action).map_err(unknown)?;
-        let out = match words.as_slice() {
-            [Word::Ident(f), Word::Str(name)] if f == "env" => env(name)
+        let out = match (words.as_slice(), &with) {
+            ([Word::Ident(f), Word::Str(name)], _) if f == "env" => (sources.env)(name)
                 .ok_or_else(|| unknown(format!("env {name:?} is not known to this test")))?,
-            [Word::Ident(f), Word::Str(key), Word::Str(default)] if f == "keyOrDefault" => {
+            ([Word::Ident(f), Word::Str(key), Word::Str(default)], _) if f == "keyOrDefault" => {
                 reads.push(KvRead {
                     key: key.clone(),
                     default: default.clone(),
                 });
-                kv(key).unwrap_or_else(|| default.clone())
+                (sources.kv)(key).unwrap_or_else(|| default.clone())
             }
-            _ => return Err(unknown("unknown action".into())),
+            ([Word::Ident(w), Word::Ident(f), Word::Str(path), params @ ..], None)
+                if w == "with" && f == "pkiCert" =>
+            {
+                let mut read = PkiRead {
+                    path: path.clone(),
+                    params: Vec::new(),
+                };
+                for p in params {
+                    match p {
+                        Word::Str(kv) if kv.contains('=') => read.params.push(kv.clone()),
+                        other => {
+                            return Err(unknown(format!(
+                                "pkiCert parameter {other:?} is not a \"key=value\" string"
+                            )));
+                        }
+                    }
+                }
+                with = Some((sources.pki)(&read).map_err(unknown)?);
+                pki_reads.push(read);
+                String::new()
+            }
+            ([Word::Field(field)], Some(cert)) => match field.as_str() {
+                "Cert" => cert.cert.clone(),
+                "CA" => cert.ca.clone(),
+                "Key" => cert.key.clone(),
+                other => return Err(unknown(format!("pkiCert has no field {other}"))),
+            },
+            ([Word::Ident(e)], Some(_)) if e == "end" => {
+                with = None;
+                String::new()
+            }
+            _ => return Err(unknown("unknown action here".into())),
         };
         text.push_str(&out);
         rest = &after[close + 2..];
     }
+    if with.is_some() {
+        return Err("a {{ with pkiCert }} block has no {{ end }}".into());
+    }
     text.push_str(rest);
-    Ok(Rendered { text, kv: reads })
+    Ok(Rendered {
+        text,
+        kv: reads,
+        pki: pki_reads,
+    })
 }
 
-/// Renders the brokerside job's template the way Nomad would on a node: `NOMAD_PORT_<label>`
-/// is the static port of that label, `NOMAD_IP_<label>` the node's address (a sample one),
-/// and each Consul KV key read has the value `kv` gives (`None`: absent, so the default).
-fn nomad_brokerside_render(kv: &[(&str, &str)]) -> Rendered {
-    let job = job("brokerside");
-    let ports = static_ports(sub(&job, "group"));
-    let env = |name: &str| {
+/// The environment Nomad gives the brokerside task on a node: `NOMAD_PORT_<label>` is the
+/// static port of that label, `NOMAD_IP_<label>` the node's address (a sample one) and
+/// `NOMAD_SECRETS_DIR` the task's secrets directory (`secrets`, when the test has one).
+fn nomad_env(secrets: Option<&Path>) -> impl Fn(&str) -> Option<String> + use<'_> {
+    let ports = static_ports(sub(&job("brokerside"), "group"));
+    move |name: &str| {
         let port = |label: &str| {
             ports
                 .iter()
@@ -852,16 +1030,35 @@ fn nomad_brokerside_render(kv: &[(&str, &str)]) -> Rendered {
             port(label)
         } else if let Some(label) = name.strip_prefix("NOMAD_IP_") {
             port(label).map(|_| "10.0.0.5".to_string())
+        } else if name == "NOMAD_SECRETS_DIR" {
+            secrets.map(|s| s.display().to_string())
         } else {
             None
         }
-    };
-    let lookup = |key: &str| {
+    }
+}
+
+fn kv_lookup<'a>(kv: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |key: &str| {
         kv.iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.to_string())
+    }
+}
+
+/// Renders the brokerside job's config template the way Nomad would on a node, with the
+/// jobspec's default variables; each Consul KV key read has the value `kv` gives (`None`:
+/// absent, so the default).
+fn nomad_brokerside_render(kv: &[(&str, &str)]) -> Rendered {
+    let env = nomad_env(None);
+    let lookup = kv_lookup(kv);
+    let no_vault = |read: &PkiRead| Err(format!("{read:?}: no Vault in this rendering"));
+    let sources = Sources {
+        env: &env,
+        kv: &lookup,
+        pki: &no_vault,
     };
-    let rendered = render_consul_template(&nomad_brokerside_template(), &env, &lookup)
+    let rendered = render_consul_template(&nomad_brokerside_template(), &sources)
         .unwrap_or_else(|e| panic!("brokerside jobspec template: {e}"));
     for (key, _) in kv {
         assert!(
@@ -877,21 +1074,135 @@ fn nomad_brokerside_config() -> String {
     nomad_brokerside_render(&[]).text
 }
 
+/// A Nomad task directory (`local/`, `secrets/`) of a test's own, removed when dropped.
+struct TaskDir(PathBuf);
+
+impl TaskDir {
+    fn new(name: &str) -> TaskDir {
+        let dir = std::env::temp_dir().join(format!(
+            "brokerside-deploy-task-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["local", "secrets"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        }
+        TaskDir(dir)
+    }
+
+    fn secrets(&self) -> PathBuf {
+        self.0.join("secrets")
+    }
+}
+
+impl Drop for TaskDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Vault's PKI secrets engine as this test stands in for it: a real CA (rcgen) that issues a
+/// server certificate for the `common_name` a pkiCert call asks for.
+struct TestVault {
+    ca: tls::Pki,
+    issued: std::cell::Cell<u64>,
+}
+
+impl Drop for TestVault {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.ca.dir);
+    }
+}
+
+impl TestVault {
+    fn new(name: &str) -> TestVault {
+        TestVault {
+            ca: tls::Pki::new(name),
+            issued: std::cell::Cell::new(0),
+        }
+    }
+
+    fn issue(&self, request: &PkiRead) -> Result<PkiCert, String> {
+        let cn = request
+            .params
+            .iter()
+            .find_map(|p| p.strip_prefix("common_name="))
+            .ok_or("no common_name=")?;
+        let serial = self.issued.get() + 1;
+        self.issued.set(serial);
+        let issued = self.ca.server(&format!("issued-{serial}"), &[cn], serial);
+        Ok(PkiCert {
+            cert: read(&issued.cert),
+            ca: read(&self.ca.ca),
+            key: read(&issued.key),
+        })
+    }
+}
+
+/// The brokerside task as Nomad renders it on a node into `task`, with variables `set`: every
+/// template written to its destination (pkiCert answered by `vault`, no Consul KV key set),
+/// and the rendered config.
+fn nomad_brokerside_render_task(
+    set: &[(&str, hcl::Value)],
+    task: &TaskDir,
+    vault: &TestVault,
+) -> (Vec<(NomadTemplate, Rendered)>, String) {
+    let secrets = task.secrets();
+    let env = nomad_env(Some(&secrets));
+    let lookup = kv_lookup(&[]);
+    let pki = |read: &PkiRead| vault.issue(read);
+    let sources = Sources {
+        env: &env,
+        kv: &lookup,
+        pki: &pki,
+    };
+    let mut config = None;
+    let mut out = Vec::new();
+    for t in nomad_brokerside_templates(set) {
+        let rendered = render_consul_template(&t.data, &sources)
+            .unwrap_or_else(|e| panic!("template {}: {e}", t.destination));
+        let path = task.0.join(&t.destination);
+        std::fs::write(&path, &rendered.text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if t.destination == CONFIG_DESTINATION {
+            config = Some(rendered.text.clone());
+        }
+        out.push((t, rendered));
+    }
+    let config = config.unwrap_or_else(|| panic!("no template renders {CONFIG_DESTINATION}"));
+    (out, config)
+}
+
 #[test]
-fn template_renderer_knows_env_and_key_or_default_and_refuses_the_rest() {
+fn template_renderer_knows_env_key_or_default_and_pki_cert_and_refuses_the_rest() {
     let env = |name: &str| (name == "A").then(|| "1".to_string());
     let kv = |key: &str| (key == "p/set").then(|| "9".to_string());
+    let pki = |read: &PkiRead| {
+        (read.path == "pki/issue/r")
+            .then(|| PkiCert {
+                cert: "C".into(),
+                ca: "A".into(),
+                key: "K".into(),
+            })
+            .ok_or_else(|| format!("no role at {}", read.path))
+    };
+    let sources = Sources {
+        env: &env,
+        kv: &kv,
+        pki: &pki,
+    };
     let ok = render_consul_template(
         concat!(
             "a = {{ env \"A\" }}\n",
             "b = {{keyOrDefault \"p/unset\" \"2s\"}}\n",
             "c = {{ keyOrDefault \"p/set\" \"3\" }}\n",
+            "{{ with pkiCert \"pki/issue/r\" \"common_name=m.example\" \"ttl=1h\" }}",
+            "{{ .Cert }}{{ .CA }}{{.Key}}{{ end }}\n",
         ),
-        &env,
-        &kv,
+        &sources,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(ok.text, "a = 1\nb = 2s\nc = 9\n");
+    assert_eq!(ok.text, "a = 1\nb = 2s\nc = 9\nCAK\n");
     assert_eq!(
         ok.kv,
         [
@@ -905,6 +1216,13 @@ fn template_renderer_knows_env_and_key_or_default_and_refuses_the_rest() {
             },
         ]
     );
+    assert_eq!(
+        ok.pki,
+        [PkiRead {
+            path: "pki/issue/r".into(),
+            params: vec!["common_name=m.example".into(), "ttl=1h".into()],
+        }]
+    );
     for bad in [
         "{{ key \"p/x\" }}",
         "{{ keyOrDefault \"p/x\" }}",
@@ -914,11 +1232,23 @@ fn template_renderer_knows_env_and_key_or_default_and_refuses_the_rest() {
         "{{ $x := env \"A\" }}",
         "{{ range service \"emqx\" }}",
         "{{ env \"A\"",
+        // pkiCert: its fields only inside its block, a block that ends, a role that exists.
+        "{{ .Cert }}",
+        "{{ end }}",
+        "{{ with pkiCert \"pki/issue/r\" \"common_name=m\" }}{{ .Cert }}",
+        "{{ with pkiCert \"pki/issue/r\" \"common_name=m\" }}{{ .Data.Cert }}{{ end }}",
+        "{{ with pkiCert \"pki/issue/r\" \"common_name=m\" }}{{ .Serial }}{{ end }}",
+        "{{ with pkiCert \"pki/issue/r\" ttl }}{{ end }}",
+        "{{ with pkiCert \"pki/issue/other\" \"common_name=m\" }}{{ end }}",
+        "{{ with secret \"pki/issue/r\" \"common_name=m\" }}{{ .Data.certificate }}{{ end }}",
     ] {
-        let err = render_consul_template(bad, &env, &kv)
+        let err = render_consul_template(bad, &sources)
             .err()
             .unwrap_or_else(|| panic!("{bad} was rendered"));
-        assert!(err.contains("template action"), "{bad}: {err}");
+        assert!(
+            err.contains("template action") || err.contains("no {{ end }}"),
+            "{bad}: {err}"
+        );
     }
 }
 
@@ -1075,14 +1405,41 @@ fn check_config(name: &str, config: &str) -> Result<(), String> {
 
 #[test]
 fn embedded_brokerside_configs_pass_check_config() {
+    // check-config reads every TLS file: the Nomad job with TLS termination is rendered into a
+    // task dir whose secrets dir gets Vault's (the test CA's) certificate, and the ConfigMap's
+    // config sees the Secret's files where the StatefulSet mounts them.
+    let nomad_task = TaskDir::new("embedded-nomad-tls");
+    let vault = TestVault::new("embedded-vault");
+    let (_, nomad_tls) = nomad_brokerside_render_task(
+        &[("tls_termination", hcl::Value::Bool(true))],
+        &nomad_task,
+        &vault,
+    );
+    let mtls_task = TaskDir::new("embedded-nomad-mtls");
+    let clients = tls::Pki::new("embedded-clients");
+    let (_, nomad_mtls) = nomad_brokerside_render_task(
+        &[
+            ("tls_termination", hcl::Value::Bool(true)),
+            ("tls_client_ca", hcl::Value::from(read(&clients.ca))),
+        ],
+        &mtls_task,
+        &vault,
+    );
+    let secret = TaskDir::new("embedded-k8s-secret");
     let configs = [
         ("nomad-brokerside.toml", nomad_brokerside_config()),
-        ("kubernetes-configmap.toml", configmap_config()),
+        ("nomad-brokerside-tls.toml", nomad_tls),
+        ("nomad-brokerside-mtls.toml", nomad_mtls),
+        (
+            "kubernetes-configmap.toml",
+            configmap_config_with_secret(&secret.secrets()),
+        ),
     ];
     let failures: Vec<String> = configs
         .iter()
         .filter_map(|(name, config)| check_config(name, config).err())
         .collect();
+    let _ = std::fs::remove_dir_all(&clients.dir);
     assert!(
         failures.is_empty(),
         "check-config refused:\n{}",
@@ -1131,5 +1488,361 @@ fn a_tunable_put_in_consul_kv_reaches_the_config_and_a_bad_one_is_refused() {
             .err()
             .unwrap_or_else(|| panic!("{key} = {bad:?} was accepted"));
         assert!(err.contains(expect), "{key} = {bad:?}: {err}");
+    }
+}
+
+/// Where the StatefulSet mounts the TLS Secret, and the Secret's name.
+const K8S_TLS_MOUNT: &str = "/etc/brokerside/tls";
+const K8S_TLS_SECRET: &str = "brokerside-tls";
+
+/// The ConfigMap's config as the sidecar sees it with the `kubernetes.io/tls` Secret mounted:
+/// the Secret's keys (`tls.crt`, `tls.key`, `ca.crt`, as cert-manager writes them, from a test
+/// CA) are files in `dir`, which stands for the mount point the config names.
+fn configmap_config_with_secret(dir: &Path) -> String {
+    let pki = tls::Pki::new("k8s-issuer");
+    let issued = pki.server("k8s", &["mqtt.example.com"], 7);
+    for (key, from) in [
+        ("tls.crt", &issued.cert),
+        ("tls.key", &issued.key),
+        ("ca.crt", &pki.ca),
+    ] {
+        std::fs::copy(from, dir.join(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+    let _ = std::fs::remove_dir_all(&pki.dir);
+    let config = configmap_config();
+    assert!(
+        config.contains(&format!("\"{K8S_TLS_MOUNT}/")),
+        "the ConfigMap's config names no file under {K8S_TLS_MOUNT}"
+    );
+    config.replace(
+        &format!("\"{K8S_TLS_MOUNT}/"),
+        &format!("\"{}/", dir.display()),
+    )
+}
+
+/// The `servers` of backend `name` in a config.
+fn backend_servers(config: &toml::Table, name: &str) -> Vec<String> {
+    config
+        .get("backend")
+        .and_then(|b| b.as_array())
+        .and_then(|all| {
+            all.iter()
+                .find(|b| b.get("name").and_then(|n| n.as_str()) == Some(name))
+        })
+        .and_then(|b| b.get("servers"))
+        .and_then(|s| s.as_array())
+        .unwrap_or_else(|| panic!("no backend {name} with servers"))
+        .iter()
+        .map(|s| s.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn parse_config(text: &str) -> toml::Table {
+    text.parse()
+        .unwrap_or_else(|e| panic!("config: {e}\n{text}"))
+}
+
+fn tls_field<'a>(config: &'a toml::Table, listener: &str, key: &str) -> Option<&'a str> {
+    toml_at(config, &format!("listener/{listener}/tls/{key}")).and_then(|v| v.as_str())
+}
+
+/// EMQX's port of a listener label in the EMQX job (`mqtt` 21883, `ws` 28083, ...).
+fn emqx_port(label: &str) -> i64 {
+    static_ports(sub(&job("emqx"), "group"))
+        .into_iter()
+        .find(|(l, _)| l == label)
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("EMQX job: no port {label}"))
+}
+
+/// Each backend's servers are the local EMQX's listener of that label (its port in the EMQX job).
+fn assert_backends_reach_emqx<const N: usize>(config: &toml::Table, pairs: [(&str, &str); N]) {
+    for (backend, label) in pairs {
+        assert_eq!(
+            backend_servers(config, backend),
+            [format!("127.0.0.1:{}", emqx_port(label))],
+            "{backend} must relay to EMQX's {label} listener"
+        );
+    }
+}
+
+/// The TLS variables of the brokerside job, which the Terraform module declares too.
+const NOMAD_TLS_VARIABLES: [&str; 6] = [
+    "tls_termination",
+    "tls_pki_issue_path",
+    "tls_common_name",
+    "tls_ttl",
+    "tls_client_ca",
+    "vault_role",
+];
+
+#[test]
+fn nomad_tls_termination_is_off_by_default_and_the_module_passes_its_variables() {
+    let defaults = jobspec_defaults("brokerside");
+    assert_eq!(
+        defaults.get("tls_termination"),
+        Some(&hcl::Value::Bool(false)),
+        "TLS termination must be opt-in: existing users keep TLS passthrough"
+    );
+    let m = module("nomad/modules/brokerside");
+    let nomad_job = &block(&m, "resource", &["nomad_job", "brokerside"]).body;
+    let passed = match attr(sub(nomad_job, "hcl2"), "vars") {
+        Some(Expression::Object(vars)) => vars.clone(),
+        other => panic!("nomad_job.brokerside hcl2.vars: {other:?}"),
+    };
+    for name in NOMAD_TLS_VARIABLES {
+        // The module's default is the jobspec's, and the module passes its variable through.
+        let module_default = m
+            .variables
+            .get(name)
+            .cloned()
+            .flatten()
+            .map(hcl::Value::from);
+        assert_eq!(
+            module_default.as_ref(),
+            defaults.get(name),
+            "{name}: the module's default differs from the jobspec's"
+        );
+        let shown = passed
+            .iter()
+            .find(|(k, _)| matches!(k, hcl::ObjectKey::Identifier(i) if i.as_str() == name))
+            .map(|(_, v)| hcl::format::to_string(v).unwrap_or_default())
+            .unwrap_or_else(|| panic!("hcl2.vars does not pass {name}"));
+        assert!(
+            shown == format!("var.{name}") || shown == format!("tostring(var.{name})"),
+            "hcl2.vars.{name} = {shown}"
+        );
+    }
+
+    // Off: no Vault, no certificate template, TLS passes through to EMQX's TLS listeners.
+    let job = job("brokerside");
+    let task = sub(sub(&job, "group"), "task");
+    let ctx = jobspec_context("brokerside", &[]);
+    assert!(expanded_blocks(task, "vault", &ctx).is_empty());
+    let destinations: Vec<String> = nomad_brokerside_templates(&[])
+        .into_iter()
+        .map(|t| t.destination)
+        .collect();
+    assert_eq!(destinations, [CONFIG_DESTINATION]);
+    let config = parse_config(&nomad_brokerside_config());
+    for listener in ["mqtt", "mqtts", "ws", "wss"] {
+        assert_eq!(tls_field(&config, listener, "cert"), None, "{listener}");
+    }
+    // TLS passes through to EMQX's TLS listeners.
+    assert_backends_reach_emqx(&config, [("broker-mqtts", "mqtts"), ("broker-wss", "wss")]);
+}
+
+#[test]
+fn nomad_tls_termination_serves_a_vault_pki_certificate_that_sighup_reloads() {
+    let defaults = jobspec_defaults("brokerside");
+    let default = |name: &str| match defaults.get(name) {
+        Some(hcl::Value::String(s)) => s.clone(),
+        other => panic!("jobspec variable {name}: default {other:?}"),
+    };
+    let clients = tls::Pki::new("nomad-clients");
+    for mtls in [false, true] {
+        let case = if mtls { "mtls" } else { "tls" };
+        let task = TaskDir::new(&format!("nomad-{case}"));
+        let vault = TestVault::new(&format!("vault-{case}"));
+        let mut set = vec![("tls_termination", hcl::Value::Bool(true))];
+        if mtls {
+            set.push(("tls_client_ca", hcl::Value::from(read(&clients.ca))));
+        }
+        let (templates, text) = nomad_brokerside_render_task(&set, &task, &vault);
+
+        // Every file the task renders is applied by SIGHUP (a reload: nobody reconnects),
+        // never by a restart, which would drain the node.
+        for (t, _) in &templates {
+            assert_eq!(
+                (t.change_mode.as_deref(), t.change_signal.as_deref()),
+                (Some("signal"), Some("SIGHUP")),
+                "{case}: template {}",
+                t.destination
+            );
+        }
+        // One certificate from Vault's PKI, with the module's path, common name and TTL.
+        let pki: Vec<(&NomadTemplate, &PkiRead)> = templates
+            .iter()
+            .flat_map(|(t, r)| r.pki.iter().map(move |p| (t, p)))
+            .collect();
+        assert_eq!(
+            pki.len(),
+            1,
+            "{case}: one pkiCert call, so certificate and key come from the same issue"
+        );
+        let (pem_template, request) = pki[0];
+        assert_eq!(request.path, default("tls_pki_issue_path"));
+        for param in [
+            format!("common_name={}", default("tls_common_name")),
+            format!("ttl={}", default("tls_ttl")),
+        ] {
+            assert!(
+                request.params.contains(&param),
+                "{case}: pkiCert without {param}"
+            );
+        }
+        // Into the task's secrets dir (tmpfs), read by brokerside as both cert and key.
+        assert!(
+            pem_template.destination.starts_with("secrets/"),
+            "{case}: the certificate goes to {}",
+            pem_template.destination
+        );
+        let pem_file = task.0.join(&pem_template.destination);
+        let pem_file = pem_file.display().to_string();
+        let config = parse_config(&text);
+        for listener in ["mqtts", "wss"] {
+            assert_eq!(
+                tls_field(&config, listener, "cert"),
+                Some(pem_file.as_str())
+            );
+            assert_eq!(tls_field(&config, listener, "key"), Some(pem_file.as_str()));
+            let client_ca = tls_field(&config, listener, "client_ca");
+            let client_auth = tls_field(&config, listener, "client_auth");
+            if mtls {
+                let ca = client_ca.unwrap_or_else(|| panic!("{listener}: no client_ca"));
+                assert!(ca.starts_with(&task.secrets().display().to_string()));
+                assert_eq!(read(Path::new(ca)), read(&clients.ca));
+                assert_eq!(client_auth, Some("required"));
+            } else {
+                assert_eq!((client_ca, client_auth), (None, None), "{listener}");
+            }
+        }
+        for listener in ["mqtt", "ws"] {
+            assert_eq!(tls_field(&config, listener, "cert"), None, "{listener}");
+        }
+        // Plaintext after termination, to EMQX's plain listeners, as mqtt's and ws's.
+        assert_backends_reach_emqx(&config, [("broker-mqtts", "mqtt"), ("broker-wss", "ws")]);
+        // The task asks Vault for a token of the role, and a new token restarts nothing.
+        let job = job("brokerside");
+        let task_body = sub(sub(&job, "group"), "task");
+        let vars = jobspec_context("brokerside", &set);
+        let vault_blocks = expanded_blocks(task_body, "vault", &vars);
+        assert_eq!(vault_blocks.len(), 1, "{case}: vault blocks");
+        assert_eq!(
+            eval_string(&vault_blocks[0], "role", &vars),
+            Some(default("vault_role"))
+        );
+        assert_eq!(
+            eval_string(&vault_blocks[0], "change_mode", &vars).as_deref(),
+            Some("noop")
+        );
+
+        check_config(&format!("nomad-{case}.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        // check-config reads that file: without the key (a Vault answer cut short) it refuses.
+        let pem = read(Path::new(&pem_file));
+        let cut = &pem[..pem.find("-----BEGIN PRIVATE KEY").expect("a PKCS#8 key")];
+        std::fs::write(&pem_file, cut).unwrap_or_else(|e| panic!("{pem_file}: {e}"));
+        let err = check_config(&format!("nomad-{case}-cut.toml"), &text)
+            .err()
+            .unwrap_or_else(|| panic!("{case}: a certificate file without its key was accepted"));
+        assert!(err.contains("listener[1].tls.key"), "{case}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&clients.dir);
+}
+
+#[test]
+fn vault_certificate_is_renewed_before_the_expiry_alert_fires() {
+    // pkiCert fetches a new certificate once ~90% of its lifetime has passed (consul-template's
+    // renewal), so about 10% is left when it is replaced: more than the alert's threshold, or
+    // BrokersideCertificateExpiresSoon would fire before every renewal.
+    let ttl = match jobspec_defaults("brokerside").get("tls_ttl") {
+        Some(hcl::Value::String(s)) => seconds(s),
+        other => panic!("tls_ttl default: {other:?}"),
+    };
+    let alerts = read(&deploy("monitoring/alerts.yml"));
+    let rule = alerts
+        .split("- alert: ")
+        .find(|r| r.starts_with("BrokersideCertificateExpiresSoon"))
+        .unwrap_or_else(|| panic!("alerts.yml: no BrokersideCertificateExpiresSoon"));
+    let threshold: u64 = rule
+        .split("time() < ")
+        .nth(1)
+        .and_then(|t| t.lines().next())
+        .map(|t| {
+            t.split('*')
+                .map(|f| {
+                    f.trim()
+                        .parse::<u64>()
+                        .unwrap_or_else(|e| panic!("{t}: {e}"))
+                })
+                .product()
+        })
+        .unwrap_or_else(|| panic!("BrokersideCertificateExpiresSoon: no `time() < N` threshold"));
+    assert!(
+        ttl / 10 > threshold,
+        "tls_ttl {ttl}s leaves {}s at renewal, within the alert's {threshold}s",
+        ttl / 10
+    );
+}
+
+#[test]
+fn kubernetes_terminates_tls_with_the_secret_mounted_as_a_directory() {
+    let sts = read(&deploy("kubernetes/statefulset.yaml"));
+    // Mounted as a directory: a renewed Secret reaches the pod (a subPath mount never would).
+    assert!(
+        sts.contains(&format!(
+            "- name: {K8S_TLS_SECRET}\n              mountPath: {K8S_TLS_MOUNT}\n              readOnly: true\n"
+        )),
+        "statefulset.yaml: the Secret is not mounted at {K8S_TLS_MOUNT}"
+    );
+    assert!(
+        sts.contains(&format!(
+            "- name: {K8S_TLS_SECRET}\n          secret:\n            secretName: {K8S_TLS_SECRET}\n"
+        )),
+        "statefulset.yaml: no volume of the Secret {K8S_TLS_SECRET}"
+    );
+    assert!(
+        !sts.lines().any(|l| l.trim_start().starts_with("subPath")),
+        "statefulset.yaml mounts with subPath"
+    );
+    // The sidecar terminates TLS with the Secret's files and relays plaintext to EMQX, whose
+    // own TLS listeners are off.
+    let config = parse_config(&configmap_config());
+    for listener in ["mqtts", "wss"] {
+        assert_eq!(
+            tls_field(&config, listener, "cert"),
+            Some(format!("{K8S_TLS_MOUNT}/tls.crt").as_str())
+        );
+        assert_eq!(
+            tls_field(&config, listener, "key"),
+            Some(format!("{K8S_TLS_MOUNT}/tls.key").as_str())
+        );
+    }
+    for listener in ["mqtt", "ws"] {
+        assert_eq!(tls_field(&config, listener, "cert"), None, "{listener}");
+    }
+    for (backend, bind) in [
+        ("broker-mqtts", "EMQX_LISTENERS__TCP__DEFAULT__BIND"),
+        ("broker-wss", "EMQX_LISTENERS__WS__DEFAULT__BIND"),
+    ] {
+        let port = sts
+            .split(&format!("- name: {bind}\n"))
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .and_then(|l| l.trim().strip_prefix("value: 0.0.0.0:"))
+            .unwrap_or_else(|| panic!("statefulset.yaml: no {bind}"));
+        assert_eq!(
+            backend_servers(&config, backend),
+            [format!("127.0.0.1:{port}")]
+        );
+    }
+    for listener in ["SSL", "WSS"] {
+        assert!(
+            sts.contains(&format!(
+                "- name: EMQX_LISTENERS__{listener}__DEFAULT__ENABLE\n              value: \"false\"\n"
+            )),
+            "statefulset.yaml: EMQX's {listener} listener is still on"
+        );
+    }
+    // The optional cert-manager Certificate fills that Secret and renews it ahead of the alert.
+    let cert = read(&deploy("kubernetes/cert-manager/certificate.yaml"));
+    for needle in [
+        "apiVersion: cert-manager.io/v1\n",
+        "kind: Certificate\n",
+        &format!("  secretName: {K8S_TLS_SECRET}\n"),
+        "    rotationPolicy: Always\n",
+        "  renewBefore: 720h\n",
+    ] {
+        assert!(cert.contains(needle), "certificate.yaml lacks {needle:?}");
     }
 }

@@ -11,7 +11,8 @@
 //!   provider schema (`deploy/schema/oci-7.19.0-subset.json`), required ones are present, and
 //!   single blocks are not repeated;
 //! - a `nomad_job` passes only variables its jobspec declares, and all of its required ones;
-//! - in a Nomad jobspec, references are to declared variables or Nomad runtime values.
+//! - in a Nomad jobspec, references are to declared variables, its locals or Nomad runtime
+//!   values.
 //!
 //! Every problem is a line `FILE: message`; an empty list means the tree passed.
 
@@ -277,7 +278,11 @@ pub fn template_text(expr: &Expression) -> Option<String> {
 /// Where references are being resolved: a Terraform module or a Nomad jobspec.
 enum Scope<'a> {
     Terraform(&'a Module),
-    Nomad(&'a BTreeSet<String>),
+    /// A jobspec: its declared variables and its locals.
+    Nomad {
+        vars: &'a BTreeSet<String>,
+        locals: &'a BTreeSet<String>,
+    },
 }
 
 struct Checker<'s> {
@@ -564,9 +569,10 @@ impl Checker<'_> {
             _ => None,
         });
         let module = match scope {
-            Scope::Nomad(vars) => {
+            Scope::Nomad { vars, locals } => {
                 let ok = match root {
                     "var" => first.is_some_and(|n| vars.contains(n)),
+                    "local" => first.is_some_and(|n| locals.contains(n)),
                     r => NOMAD_RUNTIME_ROOTS.contains(&r) || r.starts_with("NOMAD_"),
                 };
                 if !ok {
@@ -905,6 +911,7 @@ impl Checker<'_> {
         };
         self.stats.jobspecs += 1;
         let vars: BTreeSet<String> = jobspec_variables(&body).into_keys().collect();
+        let locals: BTreeSet<String> = jobspec_locals(&body).into_keys().collect();
         if body
             .blocks()
             .filter(|b| b.identifier.as_str() == "job")
@@ -921,7 +928,10 @@ impl Checker<'_> {
                 &[]
             };
             self.walk_body(
-                &Scope::Nomad(&vars),
+                &Scope::Nomad {
+                    vars: &vars,
+                    locals: &locals,
+                },
                 &file,
                 &block.body,
                 &mut Vec::new(),
@@ -990,6 +1000,15 @@ pub fn jobspec_variables(body: &Body) -> BTreeMap<String, bool> {
             let name = labels(b).into_iter().next()?;
             Some((name, attr(&b.body, "default").is_some()))
         })
+        .collect()
+}
+
+/// The `locals` of a jobspec (Nomad HCL2 has them as Terraform does): name -> expression.
+pub fn jobspec_locals(body: &Body) -> BTreeMap<String, Expression> {
+    body.blocks()
+        .filter(|b| b.identifier.as_str() == "locals")
+        .flat_map(|b| b.body.attributes())
+        .map(|a| (a.key.to_string(), a.expr.clone()))
         .collect()
 }
 

@@ -1,6 +1,8 @@
 # brokerside, the sidecar proxy next to EMQX: one per EMQX node (a system job constrained to the
 # EMQX pool). It owns the public ports 1883/8883/8083/8084 and relays to the local EMQX on
 # 21883/28883/28083/28084; :8080 answers the load balancer's and Consul's GET /haproxy_health.
+# With tls_termination = true it ends TLS on 8883/8084 itself, with a certificate from Vault's
+# PKI, and relays plaintext to EMQX's 21883/28083 (deploy/README.md, TLS termination).
 
 variable "datacenters" {
   type    = list(string)
@@ -15,6 +17,67 @@ variable "brokerside_image" {
 variable "consul_kv_prefix" {
   type    = string
   default = "brokerside"
+}
+
+# TLS termination on mqtts (8883) and wss (8084), off by default: TLS then passes through to
+# EMQX's own TLS listeners (28883, 28084) as before. When true, brokerside terminates TLS with a
+# certificate from Vault's PKI secrets engine and relays plaintext to EMQX's plain listeners:
+# mqtts to 21883 (EMQX's tcp listener), wss to 28083 (EMQX's ws listener). See deploy/README.md.
+variable "tls_termination" {
+  type    = bool
+  default = false
+}
+
+# The Vault PKI endpoint that issues the certificate: <mount>/issue/<role>.
+variable "tls_pki_issue_path" {
+  type    = string
+  default = "pki/issue/brokerside"
+}
+
+# The certificate's common name: the name MQTT clients connect to (mqtt.<domain>).
+variable "tls_common_name" {
+  type    = string
+  default = "mqtt.example.com"
+}
+
+# Requested lifetime. Nomad (consul-template's pkiCert) fetches a new certificate once about 90%
+# of it has passed, so the last ~10% is the margin: 4320h (180 days) leaves 18 days, ahead of the
+# 14-day BrokersideCertificateExpiresSoon alert. The PKI role's max_ttl caps it.
+variable "tls_ttl" {
+  type    = string
+  default = "4320h"
+}
+
+# PEM of the CA that signs client certificates. Empty: no client certificates asked for. Set:
+# mTLS, every client must present a certificate this CA signed (client_auth = "required").
+variable "tls_client_ca" {
+  type    = string
+  default = ""
+}
+
+# The Vault role the task's workload identity logs in with (Nomad 1.7+); its policy needs
+# `path "pki/issue/brokerside" { capabilities = ["update"] }`.
+variable "vault_role" {
+  type    = string
+  default = "brokerside"
+}
+
+locals {
+  # The [listener.tls] table of the mqtts and wss listeners in the config template below:
+  # nothing while TLS passes through; with tls_termination, the certificate Nomad renders from
+  # Vault's PKI into the secrets dir (see the templates below) and, with tls_client_ca, the
+  # client CA (mTLS). brokerside re-reads these files on SIGHUP and when their content changes.
+  listener_tls = <<-EOT
+    %{ if var.tls_termination ~}
+    [listener.tls]
+    cert = "{{ env "NOMAD_SECRETS_DIR" }}/brokerside-tls.pem"
+    key = "{{ env "NOMAD_SECRETS_DIR" }}/brokerside-tls.pem"
+    %{ if var.tls_client_ca != "" ~}
+    client_ca = "{{ env "NOMAD_SECRETS_DIR" }}/clients-ca.pem"
+    client_auth = "required"
+    %{ endif ~}
+    %{ endif ~}
+  EOT
 }
 
 job "brokerside" {
@@ -81,6 +144,57 @@ job "brokerside" {
       kill_signal  = "SIGTERM"
       kill_timeout = "150s"
 
+      # Only with TLS termination: the Vault token templates use to ask Vault's PKI for the
+      # certificate. change_mode = "noop": a renewed or replaced token is only used by the
+      # template runner, so brokerside is neither restarted nor signalled for it.
+      dynamic "vault" {
+        for_each = var.tls_termination ? ["pki"] : []
+        content {
+          role        = var.vault_role
+          change_mode = "noop"
+        }
+      }
+
+      # Only with TLS termination: the certificate, its issuing CA and its key from Vault's PKI,
+      # in ONE file in the task's secrets dir (tmpfs, /secrets in the container), which
+      # [listener.tls] cert and key below both name. One file on purpose:
+      # - pkiCert issues a new certificate per template (its Vault request is not shared between
+      #   templates), so a cert template and a key template would hold different certificates;
+      # - pkiCert uses its destination file as its cache: after a restart it reuses the
+      #   certificate found there while it is valid, which needs the certificate in that file;
+      # - the new certificate and key land together in one rename, so brokerside never reads
+      #   a new certificate beside an old key.
+      # Rotation: pkiCert fetches a new certificate once ~90% of tls_ttl has passed, Nomad
+      # writes the file (by rename) and sends SIGHUP: brokerside reloads and serves the new
+      # certificate to new handshakes; open connections carry on untouched, nobody reconnects.
+      # Its [listener.tls] watch (default 5s) would also see the new content without the signal.
+      dynamic "template" {
+        for_each = var.tls_termination ? ["pki"] : []
+        content {
+          # The secrets dir is the task's own tmpfs. With an image that runs as a known user,
+          # uid/gid and perms = "0600" narrow the file further.
+          destination   = "secrets/brokerside-tls.pem"
+          change_mode   = "signal"
+          change_signal = "SIGHUP"
+          data          = <<-EOT
+            {{ with pkiCert "${var.tls_pki_issue_path}" "common_name=${var.tls_common_name}" "ttl=${var.tls_ttl}" }}{{ .Cert }}{{ .CA }}{{ .Key }}{{ end }}
+          EOT
+        }
+      }
+
+      # Only with TLS termination and tls_client_ca set: the CA client certificates must chain
+      # to (mTLS). Its text is in the jobspec, so a new CA is a job change (Nomad replaces the
+      # allocation, draining first, one node at a time), like any other edit of a template.
+      dynamic "template" {
+        for_each = var.tls_termination && var.tls_client_ca != "" ? ["client-ca"] : []
+        content {
+          destination   = "secrets/clients-ca.pem"
+          change_mode   = "signal"
+          change_signal = "SIGHUP"
+          data          = var.tls_client_ca
+        }
+      }
+
       template {
         destination = "local/brokerside.toml"
         # A re-rendered config is applied in-process: Nomad writes the file and sends SIGHUP,
@@ -142,6 +256,7 @@ job "brokerside" {
           backend = "broker-mqtts"
           max_connections = {{ keyOrDefault "${var.consul_kv_prefix}/listener/mqtts/max_connections" "500000" }}
           idle_timeout = "{{ keyOrDefault "${var.consul_kv_prefix}/listener/mqtts/idle_timeout" "0s" }}"
+          ${local.listener_tls}
 
           [[listener]]
           name = "ws"
@@ -156,6 +271,7 @@ job "brokerside" {
           backend = "broker-wss"
           max_connections = {{ keyOrDefault "${var.consul_kv_prefix}/listener/wss/max_connections" "500000" }}
           idle_timeout = "{{ keyOrDefault "${var.consul_kv_prefix}/listener/wss/idle_timeout" "0s" }}"
+          ${local.listener_tls}
 
           # The local EMQX (host network), its listeners moved off the public ports.
           [[backend]]
@@ -174,17 +290,21 @@ job "brokerside" {
           rise = {{ keyOrDefault "${var.consul_kv_prefix}/backend/broker-mqtt/check/rise" "2" }}
           fall = {{ keyOrDefault "${var.consul_kv_prefix}/backend/broker-mqtt/check/fall" "3" }}
 
+          # mqtts: EMQX's TLS listener (28883) while TLS passes through; with tls_termination,
+          # the plaintext goes to EMQX's tcp listener (21883), as mqtt's does.
           [[backend]]
           name = "broker-mqtts"
-          servers = ["127.0.0.1:28883"]
+          servers = ["127.0.0.1:${var.tls_termination ? 21883 : 28883}"]
 
           [[backend]]
           name = "broker-ws"
           servers = ["127.0.0.1:28083"]
 
+          # wss: EMQX's wss listener (28084) while TLS passes through; with tls_termination, the
+          # WebSocket bytes go to EMQX's ws listener (28083), as ws's do.
           [[backend]]
           name = "broker-wss"
-          servers = ["127.0.0.1:28084"]
+          servers = ["127.0.0.1:${var.tls_termination ? 28083 : 28084}"]
 
           # This node, as EMQX names it.
           [node]

@@ -16,9 +16,15 @@ resource "nomad_job" "brokerside" {
 
   hcl2 {
     vars = {
-      datacenters      = jsonencode(var.datacenters)
-      brokerside_image = var.brokerside_image
-      consul_kv_prefix = var.consul_kv_prefix
+      datacenters        = jsonencode(var.datacenters)
+      brokerside_image   = var.brokerside_image
+      consul_kv_prefix   = var.consul_kv_prefix
+      tls_termination    = tostring(var.tls_termination)
+      tls_pki_issue_path = var.tls_pki_issue_path
+      tls_common_name    = var.tls_common_name
+      tls_ttl            = var.tls_ttl
+      tls_client_ca      = var.tls_client_ca
+      vault_role         = var.vault_role
     }
   }
 }

@@ -97,6 +97,10 @@ module "brokerside" {
   source = "../../../nomad/modules/brokerside"
 
   brokerside_image = var.brokerside_image
+  # TLS termination in brokerside (deploy/README.md, TLS termination): the certificate from
+  # Vault's PKI names the load balancer's mqtt.<domain>.
+  tls_termination = var.brokerside_tls_termination
+  tls_common_name = module.network_load_balancer.dns_name
 
   depends_on = [module.emqx]
 }

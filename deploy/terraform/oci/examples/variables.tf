@@ -85,3 +85,9 @@ variable "brokerside_image" {
   description = "brokerside Docker image."
   type        = string
 }
+
+variable "brokerside_tls_termination" {
+  description = "Terminate mqtts/wss TLS in brokerside with a certificate from Vault's PKI (pki/issue/brokerside) instead of passing it through to EMQX."
+  type        = bool
+  default     = false
+}
