@@ -158,6 +158,7 @@ fn tables(health: &Value, peers: &[PeerView], now: SystemTime) -> Vec<Table> {
     vec![
         node_table(health, now),
         listener_table(health),
+        certificate_table(health, now),
         server_table(health, now),
         source_table(health, now),
         peer_table(peers),
@@ -339,6 +340,51 @@ fn server_table(health: &Value, now: f64) -> Table {
         ],
         rows,
         empty: "no backend",
+    }
+}
+
+/// Certificates of TLS-terminating listeners: what is served and when it expires. One that
+/// expires within 14 days (or has) is an alarm, as `BrokersideCertificateExpiresSoon` is.
+fn certificate_table(health: &Value, now: f64) -> Table {
+    const SOON: f64 = 14.0 * 86_400.0;
+    let mut rows = Vec::new();
+    for listener in list(&health["listeners"]) {
+        let tls = &listener["tls"];
+        for certificate in list(&tls["certificates"]) {
+            let not_after = certificate["not_after"].as_f64().unwrap_or(0.0);
+            let left = not_after - now;
+            let names: Vec<String> = list(&certificate["sni_names"]).map(str_of).collect();
+            rows.push(Row {
+                cells: vec![
+                    str_of(&listener["name"]),
+                    str_of(&certificate["subject"]),
+                    names.join(", "),
+                    str_of(&certificate["serial"]),
+                    if left > 0.0 {
+                        format!("{} (in {})", utc(not_after), duration(left))
+                    } else {
+                        format!("{} (EXPIRED)", utc(not_after))
+                    },
+                    str_of(&tls["client_certificates"]),
+                    str_of(&certificate["file"]),
+                ],
+                alarm: left < SOON,
+            });
+        }
+    }
+    Table {
+        title: "TLS certificates",
+        columns: &[
+            "listener",
+            "subject",
+            "SNI names",
+            "serial",
+            "expires",
+            "client certificates",
+            "file",
+        ],
+        rows,
+        empty: "no listener terminates TLS",
     }
 }
 

@@ -149,22 +149,14 @@ impl Future for Connection {
                 },
                 Connection::Relaying(relay, slot) => {
                     let metrics = &slot.shared.metrics;
-                    let counters = Counters {
-                        to_backend: &metrics.bytes_to_backend,
-                        to_client: &metrics.bytes_to_client,
-                    };
-                    let end = ready!(relay.poll_relay(cx, counters));
+                    let end = ready!(relay.poll_relay(cx, counters(metrics)));
                     log_end(relay.client(), relay.backend(), end, metrics);
                     *this = Connection::Done;
                     return Poll::Ready(());
                 }
                 Connection::RelayingTls(relay, slot) => {
                     let metrics = &slot.shared.metrics;
-                    let counters = Counters {
-                        to_backend: &metrics.bytes_to_backend,
-                        to_client: &metrics.bytes_to_client,
-                    };
-                    let end = ready!(relay.poll_relay(cx, counters));
+                    let end = ready!(relay.poll_relay(cx, counters(metrics)));
                     log_end(relay.client(), relay.backend(), end, metrics);
                     *this = Connection::Done;
                     return Poll::Ready(());
@@ -172,6 +164,14 @@ impl Future for Connection {
                 Connection::Done => return Poll::Ready(()),
             }
         }
+    }
+}
+
+/// The byte counters of a listener's relays.
+fn counters(metrics: &ListenerMetrics) -> Counters<'_> {
+    Counters {
+        to_backend: &metrics.bytes_to_backend,
+        to_client: &metrics.bytes_to_client,
     }
 }
 

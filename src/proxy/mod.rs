@@ -25,6 +25,8 @@ use crate::runtime::{ListenerId, Runtime};
 use connection::ListenerShared;
 pub use listener::{BindKey, BoundListener};
 pub use registry::{ClosePacer, Registry, Which};
+#[doc(hidden)]
+pub use tls::{Fed, feed_client_bytes};
 use workers::{Accept, Workers};
 
 /// The relay threads and the listeners they accept on.

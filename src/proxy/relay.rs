@@ -141,9 +141,24 @@ struct Direction {
 }
 
 /// A failure while moving bytes, with the side it happened on.
-struct Failure {
-    side: Side,
-    error: io::Error,
+pub(super) struct Failure {
+    pub(super) side: Side,
+    pub(super) error: io::Error,
+}
+
+impl Failure {
+    /// How a relay that failed ends. A reset from one side is passed on as a reset to the other,
+    /// which learns at once, as it would without a proxy; any other error is a failure.
+    pub(super) fn end(self, client: &TcpStream, backend: &TcpStream) -> RelayEnd {
+        if !is_reset(&self.error) {
+            return RelayEnd::Failed(self.side, self.error);
+        }
+        set_reset_on_close(match self.side {
+            Side::Client => backend,
+            Side::Backend => client,
+        });
+        RelayEnd::Reset(self.side)
+    }
 }
 
 enum Step {
@@ -312,7 +327,7 @@ fn splice_transfer(
     Poll::Ready(Step::Sent(read))
 }
 
-pub(super) fn is_reset(error: &io::Error) -> bool {
+fn is_reset(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionReset
@@ -467,18 +482,9 @@ impl Relay {
     /// moves for the idle timeout. Half-closes are carried across; a reset from one side is
     /// passed on as a reset to the other.
     pub fn poll_relay(&mut self, cx: &mut Context<'_>, counters: Counters<'_>) -> Poll<RelayEnd> {
-        match self.poll_inner(cx, counters) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(end)) => Poll::Ready(end),
-            Poll::Ready(Err(Failure { side, error })) if is_reset(&error) => {
-                // Pass the reset on: the other side learns at once, as it would without a proxy.
-                set_reset_on_close(match side {
-                    Side::Client => &self.backend,
-                    Side::Backend => &self.client,
-                });
-                Poll::Ready(RelayEnd::Reset(side))
-            }
-            Poll::Ready(Err(Failure { side, error })) => Poll::Ready(RelayEnd::Failed(side, error)),
+        match ready!(self.poll_inner(cx, counters)) {
+            Ok(end) => Poll::Ready(end),
+            Err(failure) => Poll::Ready(failure.end(&self.client, &self.backend)),
         }
     }
 

@@ -26,9 +26,9 @@ use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::relay::{Counters, RelayEnd, Side, Timeouts, Timer, is_reset};
+use super::relay::{Counters, Failure, RelayEnd, Side, Timeouts, Timer};
 use crate::metrics::HandshakeFailure;
-use crate::net::socket::{set_reset_on_close, shutdown_write};
+use crate::net::socket::shutdown_write;
 
 /// Client bytes read per call.
 const TLS_READ: usize = 64 * 1024;
@@ -389,12 +389,6 @@ struct Flow {
     fin_sent: bool,
 }
 
-/// A failure while moving bytes, with the side it happened on.
-struct Failure {
-    side: Side,
-    error: io::Error,
-}
-
 fn fail<T>(side: Side, error: io::Error) -> Result<T, Failure> {
     Err(Failure { side, error })
 }
@@ -470,17 +464,9 @@ impl TlsRelay {
         cx: &mut Context<'_>,
         counters: Counters<'_>,
     ) -> Poll<RelayEnd> {
-        match self.poll_inner(cx, &counters) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(end)) => Poll::Ready(end),
-            Poll::Ready(Err(Failure { side, error })) if is_reset(&error) => {
-                set_reset_on_close(match side {
-                    Side::Client => &self.backend,
-                    Side::Backend => &self.client,
-                });
-                Poll::Ready(RelayEnd::Reset(side))
-            }
-            Poll::Ready(Err(Failure { side, error })) => Poll::Ready(RelayEnd::Failed(side, error)),
+        match ready!(self.poll_inner(cx, &counters)) {
+            Ok(end) => Poll::Ready(end),
+            Err(failure) => Poll::Ready(failure.end(&self.client, &self.backend)),
         }
     }
 
@@ -688,6 +674,66 @@ pub(crate) async fn forward_early(
         session.early = Vec::new();
     }
     Ok(())
+}
+
+/// How [`feed_client_bytes`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// Every chunk was taken and the connection still waits for more.
+    Waiting,
+    /// The handshake finished (then the rest went through the relay's path).
+    Established,
+    /// The client's close_notify arrived.
+    PeerClosed,
+    /// TLS refused the bytes, for this reason; the alert was fetched as the handshake does.
+    Refused(HandshakeFailure),
+    /// The bytes after the handshake were more than a record (the relay closes the connection).
+    Oversized,
+}
+
+/// Feeds `chunks` of client bytes, one read each, through the same processing the handshake and
+/// the relay give them, without sockets: for the fuzz target, which checks that no input makes
+/// this panic (rustls keeps positions in the caller's buffer, so the carrying of unprocessed
+/// bytes between reads must be exact).
+#[doc(hidden)]
+pub fn feed_client_bytes(server: Arc<ServerConfig>, chunks: &[&[u8]]) -> Fed {
+    let Ok(mut conn) = UnbufferedServerConnection::new(server) else {
+        return Fed::Refused(HandshakeFailure::Protocol);
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Output::default();
+    let mut established = false;
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        let send = if established {
+            Send::Data(b"x")
+        } else {
+            Send::Nothing
+        };
+        match process(&mut conn, &mut buf, &mut out, send) {
+            Ok(progress) => {
+                buf.drain(..progress.consumed);
+                out = Output::default();
+                if progress.peer_closed {
+                    return Fed::PeerClosed;
+                }
+                established |= !conn.is_handshaking();
+                if established && buf.len() > MAX_CARRY {
+                    return Fed::Oversized;
+                }
+            }
+            Err(Failed { error, consumed }) => {
+                let rest = buf.get_mut(consumed..).unwrap_or_default();
+                let _ = queued_alert(&mut conn, rest);
+                return Fed::Refused(HandshakeFailure::of(&error));
+            }
+        }
+    }
+    if established {
+        Fed::Established
+    } else {
+        Fed::Waiting
+    }
 }
 
 #[cfg(test)]
