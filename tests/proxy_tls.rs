@@ -803,3 +803,71 @@ fn check_config_reads_every_tls_file_and_names_the_field() {
 }
 
 static NEXT_CONFIG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Ends cross termination as they cross a plain relay: the client's close_notify reaches the
+/// broker as a FIN while the broker's answer still comes back, the broker's FIN reaches the
+/// client as close_notify (a clean TLS end, no truncation), and a broker's reset reaches the
+/// client as a reset. A 4 MiB answer to a client that reads late arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_close_notify_backpressure_and_resets_cross_termination() {
+    let mut backend = RawBackend::start("127.0.0.1:0").await;
+    let pki = Pki::new("ends");
+    let server = pki.server("server", &["localhost"], 70);
+    let proxy = start_proxy(&tls_config(&[backend.addr], "", &tls_table(&server, "")));
+    let addr = proxy.addr("mqtts");
+    let config = pki.client_config(None, &[]);
+
+    let mut client = tls_connect(addr, "localhost", Arc::clone(&config))
+        .await
+        .unwrap();
+    client.write_all(b"request").await.unwrap();
+    client.shutdown().await.unwrap(); // close_notify, then FIN
+    let (mut conn, _) = within("the backend connection", backend.accept()).await;
+    let got = within("the request and its end", read_to_eof(&mut conn))
+        .await
+        .unwrap();
+    assert_eq!(got, b"request", "the broker saw the request, then a FIN");
+    let answer = pattern(4 * 1024 * 1024);
+    let writer = {
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            conn.write_all(&answer).await.unwrap();
+            conn.shutdown().await.unwrap();
+            conn
+        })
+    };
+    // Read late: the answer waits in the sockets and in one record's worth of brokerside.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut back = Vec::new();
+    within(
+        "the answer and the close_notify",
+        client.read_to_end(&mut back),
+    )
+    .await
+    .expect("a clean TLS end: close_notify before the FIN");
+    assert!(
+        back == answer,
+        "the answer came back corrupted ({} bytes)",
+        back.len()
+    );
+    drop(within("the writer", writer).await.unwrap());
+
+    let mut client = tls_connect(addr, "localhost", config).await.unwrap();
+    round_trip_tls_raw(&mut client, &mut backend).await;
+}
+
+/// One exchange through a fresh backend connection, then the backend resets: the client's next
+/// read fails with a reset.
+async fn round_trip_tls_raw(
+    client: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    backend: &mut RawBackend,
+) {
+    client.write_all(b"ping").await.unwrap();
+    let (mut conn, _) = within("the backend connection", backend.accept()).await;
+    assert_eq!(read_n(&mut conn, 4).await, b"ping");
+    reset(conn);
+    let mut buf = [0u8; 16];
+    let read = within("the reset to reach the client", client.read(&mut buf)).await;
+    let error = read.expect_err("the client read bytes after the broker reset");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}
