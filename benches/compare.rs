@@ -571,8 +571,9 @@ async fn connection_rate<C: tls::Connector>(
     })
 }
 
-/// RSS at start and per idle MQTT connection, through `target` to a fresh mosquitto; with TLS
-/// (the proxy terminating it), also RSS once every connection has closed, as a ratio to start.
+/// RSS at start and per idle MQTT connection, through `target` to a fresh mosquitto, and RSS once
+/// every connection has closed, as a ratio to start (a figure with TLS, the proxy terminating
+/// it; the progress line's context without).
 async fn idle_rss<C: tls::Connector>(
     options: &Options,
     scratch: &Scratch,
@@ -596,25 +597,25 @@ async fn idle_rss<C: tls::Connector>(
     let per_conn_kib = ladder.proxy_per_connection() / 1024.0;
     let start_mb = ladder.at_start.proxy as f64 * 1024.0 / 1e6;
     let processes = proxy.family().len();
-    let (figures, after_close) = if connector.cert().is_some() {
-        let closed = ladder.close_all(proxy, &broker).await?;
-        let ratio = closed.proxy as f64 / ladder.at_start.proxy as f64;
-        let figures = vec![
+    // Whether memory comes back once every connection has closed: a TLS figure (issue 11), and
+    // for plain connections the same reading as context, so the two can be told apart.
+    let closed = ladder.close_all(proxy, &broker).await?;
+    let ratio = closed.proxy as f64 / ladder.at_start.proxy as f64;
+    let after_close = format!(
+        "; after all closed {:.1} MB, ×{ratio:.2} of start",
+        closed.proxy as f64 * 1024.0 / 1e6
+    );
+    let figures = if connector.cert().is_some() {
+        vec![
             (Figure::TlsRssPerIdle, per_conn_kib),
             (Figure::TlsRssAtStart, start_mb),
             (Figure::TlsRssAfterClose, ratio),
-        ];
-        let line = format!(
-            "; after all closed {:.1} MB, ×{ratio:.2} of start",
-            closed.proxy as f64 * 1024.0 / 1e6
-        );
-        (figures, line)
+        ]
     } else {
-        let figures = vec![
+        vec![
             (Figure::RssPerIdle, per_conn_kib),
             (Figure::RssAtStart, start_mb),
-        ];
-        (figures, String::new())
+        ]
     };
     Ok(Measured {
         figures,
