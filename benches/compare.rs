@@ -2,7 +2,10 @@
 //! all, on one machine in one run (issue 5): bulk throughput and proxy CPU per GB (iperf3), new
 //! connections per second and proxy CPU per connection (a one-byte backend in this process), RSS
 //! at start and per idle MQTT connection, MQTT publish→subscribe round trips (mosquitto), and
-//! brokerside's config reloads under load (SIGHUP → new generation, round trips while reloading).
+//! brokerside's config reloads under load (SIGHUP → new generation, round trips while reloading),
+//! and with TLS terminated by the proxy (issue 11): RSS per idle MQTTS connection, at start and
+//! after they closed, full TLS 1.3 handshakes per second and CPU per handshake, TLS bulk and CPU
+//! per GB.
 //!
 //! Each proxy is a child process on a loopback port with a config generated into a temporary
 //! directory, started afresh for every measurement. Rounds rotate the order of the targets, each
@@ -39,6 +42,8 @@ mod report;
 mod targets;
 #[path = "loadgen/text.rs"]
 mod text;
+#[path = "loadgen/tls.rs"]
+mod tls;
 
 use procs::{Scratch, free_port, load_average};
 use report::{Figure, Results};
@@ -106,14 +111,17 @@ const USAGE: &str = "usage: cargo bench --bench compare -- [OPTIONS]   (or bench
 
   --smoke              1 round, 1 s per timed figure, 200 idle connections, 500 round trips
   --rounds N           rounds, the order of targets rotated each time (default 3)
-  --seconds S          length of each timed figure: bulk, connections/s (default 5)
-  --connections N      idle MQTT connections for the RSS figure (default 9000)
+  --seconds S          length of each timed figure: bulk, connections/s, handshakes/s, TLS bulk
+                       (default 5)
+  --connections N      idle MQTT(S) connections for the RSS figures (default 9000)
   --concurrency C      clients connecting at once for connections/s (default 64)
   --samples N          MQTT round trips timed per target (default 5000)
   --targets LIST       comma-separated among haproxy,haproxy-splice,nginx,brokerside (direct is
                        always measured: every ratio needs it)
   --figures LIST       comma-separated among bulk (= bulk1,bulk8),bulk1,bulk8,conn,idle,rtt,
-                       reload (default all; reload measures brokerside only)
+                       reload, tls (= tls-idle,tls-handshake,tls-bulk),tls-idle,tls-handshake,
+                       tls-bulk (default all; reload measures brokerside only, the tls figures
+                       HAProxy, NGINX and brokerside)
   --quiet-load L       1-minute load under which the machine counts as quiet (default 0.7)
   --quiet-timeout S    longest wait for a quiet machine before each figure (default 60)
   --out DIR            where the table, CSVs and chart go (default benches/results)
@@ -235,16 +243,22 @@ enum Step {
     Idle,
     Rtt,
     Reload,
+    TlsIdle,
+    TlsHandshake,
+    TlsBulk,
 }
 
 impl Step {
-    const ALL: [Step; 6] = [
+    const ALL: [Step; 9] = [
         Step::Bulk1,
         Step::Bulk8,
         Step::Conn,
         Step::Idle,
         Step::Rtt,
         Step::Reload,
+        Step::TlsIdle,
+        Step::TlsHandshake,
+        Step::TlsBulk,
     ];
 
     fn parse(name: &str) -> Result<Vec<Step>, String> {
@@ -256,8 +270,13 @@ impl Step {
             "idle" => Ok(vec![Step::Idle]),
             "rtt" => Ok(vec![Step::Rtt]),
             "reload" => Ok(vec![Step::Reload]),
+            "tls" => Ok(vec![Step::TlsIdle, Step::TlsHandshake, Step::TlsBulk]),
+            "tls-idle" => Ok(vec![Step::TlsIdle]),
+            "tls-handshake" => Ok(vec![Step::TlsHandshake]),
+            "tls-bulk" => Ok(vec![Step::TlsBulk]),
             other => Err(format!(
-                "--figures: unknown figure {other:?} (bulk, bulk1, bulk8, conn, idle, rtt, reload)"
+                "--figures: unknown figure {other:?} (bulk, bulk1, bulk8, conn, idle, rtt, \
+                 reload, tls, tls-idle, tls-handshake, tls-bulk)"
             )),
         }
     }
@@ -270,26 +289,47 @@ impl Step {
             Step::Idle => "idle MQTT connections",
             Step::Rtt => "MQTT round trips",
             Step::Reload => "config reloads",
+            Step::TlsIdle => "idle MQTTS connections (TLS)",
+            Step::TlsHandshake => "full TLS 1.3 handshakes/s",
+            Step::TlsBulk => "TLS bulk, 1 stream",
         }
     }
 
-    /// Whether this step measures `target`: direct holds no idle connections of its own, and only
-    /// brokerside reloads its config in-process.
+    /// Whether this step measures `target`: direct holds no idle connections of its own, only
+    /// brokerside reloads its config in-process, and TLS needs a proxy to terminate it (HAProxy
+    /// as shipped: splice has nothing to do on a TLS side).
     fn runs_for(self, target: Target) -> bool {
         match self {
             Step::Idle => target != Target::Direct,
             Step::Reload => target == Target::Brokerside,
+            Step::TlsIdle | Step::TlsHandshake | Step::TlsBulk => {
+                matches!(target, Target::Haproxy | Target::Nginx | Target::Brokerside)
+            }
             _ => true,
         }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, Step::TlsIdle | Step::TlsHandshake | Step::TlsBulk)
     }
 }
 
 /// Runs every round and writes the report; returns how many measurements failed.
 async fn run(options: &Options) -> Result<usize, String> {
-    if options.steps.contains(&Step::Idle) || options.steps.contains(&Step::Reload) {
+    if options
+        .steps
+        .iter()
+        .any(|step| matches!(step, Step::Idle | Step::Reload | Step::TlsIdle))
+    {
         procs::check_fd_limit(options.connections, "benches/compare.sh")?;
     }
     let scratch = Scratch::new("compare")?;
+    // One certificate for every proxy and round.
+    let tls = if options.steps.iter().any(|step| step.tls()) {
+        Some(tls::Tls::new(tls::CertFiles::generate(&scratch)?)?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut results = Results::default();
     let mut failed = 0;
@@ -304,7 +344,8 @@ async fn run(options: &Options) -> Result<usize, String> {
                 .collect();
             if order.is_empty() {
                 eprintln!(
-                    "\n== round {}/{} · {}: no target to measure (only brokerside reloads)",
+                    "\n== round {}/{} · {}: no target to measure (only brokerside reloads; \
+                     TLS needs HAProxy, NGINX or brokerside)",
                     round + 1,
                     options.rounds,
                     step.label()
@@ -324,7 +365,7 @@ async fn run(options: &Options) -> Result<usize, String> {
             );
             let load = wait_quiet(options, &mut results, round, step).await;
             for &target in &order {
-                let measured = measure(options, &scratch, step, target).await;
+                let measured = measure(options, &scratch, tls.as_ref(), step, target).await;
                 match measured {
                     Ok(measured) => {
                         for (figure, value) in &measured.figures {
@@ -434,9 +475,11 @@ struct Measured {
 async fn measure(
     options: &Options,
     scratch: &Scratch,
+    tls: Option<&tls::Tls>,
     step: Step,
     target: Target,
 ) -> Result<Measured, String> {
+    let tls = || tls.ok_or("no TLS certificate was made for this run");
     match step {
         Step::Bulk1 | Step::Bulk8 => {
             let (streams, figure) = if step == Step::Bulk1 {
@@ -461,71 +504,125 @@ async fn measure(
             })
         }
         Step::Conn => {
-            let duration = Duration::from_secs(options.seconds);
-            let run = connrate::run(scratch, target, options.concurrency, duration).await?;
-            let mut figures = vec![(Figure::ConnRate, run.per_second)];
-            let per_conn = run
-                .proxy_cpu
-                .map(|cpu| cpu.as_secs_f64() * 1e6 / run.completed as f64);
-            if let Some(us) = per_conn {
-                figures.push((Figure::CpuPerConn, us));
-            }
-            let note = (run.failed > 0).then(|| {
-                format!(
-                    "{} of {} connections failed (first: {})",
-                    run.failed,
-                    run.failed + run.completed,
-                    run.first_error.as_deref().unwrap_or("?")
-                )
-            });
-            Ok(Measured {
-                figures,
-                bulk: None,
-                line: format!(
-                    "{} conn/s{}{}",
-                    text::thousands(run.per_second.round() as u64),
-                    per_conn
-                        .map(|us| format!(", proxy CPU {us:.1} µs per connection"))
-                        .unwrap_or_default(),
-                    if run.failed > 0 {
-                        format!(", {} failed", run.failed)
-                    } else {
-                        String::new()
-                    }
-                ),
-                note,
-            })
+            let figures = [Figure::ConnRate, Figure::CpuPerConn];
+            connection_rate(options, scratch, target, &tls::Plain, figures).await
         }
-        Step::Idle => idle_rss(options, scratch, target).await,
+        Step::TlsHandshake => {
+            let figures = [Figure::TlsHandshakeRate, Figure::TlsCpuPerHandshake];
+            connection_rate(options, scratch, target, tls()?, figures).await
+        }
+        Step::Idle => idle_rss(options, scratch, target, &tls::Plain).await,
+        Step::TlsIdle => idle_rss(options, scratch, target, tls()?).await,
         Step::Rtt => round_trips(options, scratch, target).await,
         Step::Reload => config_reloads(options, scratch, target).await,
+        Step::TlsBulk => tls_bulk(options, scratch, target, tls()?).await,
     }
 }
 
-/// RSS at start and per idle MQTT connection, through `target` to a fresh mosquitto.
-async fn idle_rss(
+/// New connections per second and proxy CPU per connection (`figures`, in that order): plain
+/// connections, or full TLS handshakes the proxy terminates, each followed by one relayed byte
+/// and a close.
+async fn connection_rate<C: tls::Connector>(
     options: &Options,
     scratch: &Scratch,
     target: Target,
+    connector: &C,
+    [rate, cpu]: [Figure; 2],
+) -> Result<Measured, String> {
+    let duration = Duration::from_secs(options.seconds);
+    let run = connrate::run(scratch, target, connector, options.concurrency, duration).await?;
+    let mut figures = vec![(rate, run.per_second)];
+    let per_conn = run
+        .proxy_cpu
+        .map(|cpu| cpu.as_secs_f64() * 1e6 / run.completed as f64);
+    if let Some(us) = per_conn {
+        figures.push((cpu, us));
+    }
+    let what = if connector.cert().is_some() {
+        "handshake"
+    } else {
+        "connection"
+    };
+    let note = (run.failed > 0).then(|| {
+        format!(
+            "{} of {} {what}s failed (first: {})",
+            run.failed,
+            run.failed + run.completed,
+            run.first_error.as_deref().unwrap_or("?")
+        )
+    });
+    Ok(Measured {
+        figures,
+        bulk: None,
+        line: format!(
+            "{} {}{}{}",
+            text::thousands(run.per_second.round() as u64),
+            rate.unit(),
+            per_conn
+                .map(|us| format!(", proxy CPU {us:.1} µs per {what}"))
+                .unwrap_or_default(),
+            if run.failed > 0 {
+                format!(", {} failed", run.failed)
+            } else {
+                String::new()
+            }
+        ),
+        note,
+    })
+}
+
+/// RSS at start and per idle MQTT connection, through `target` to a fresh mosquitto, and RSS once
+/// every connection has closed, as a ratio to start (a figure with TLS, the proxy terminating
+/// it; the progress line's context without).
+async fn idle_rss<C: tls::Connector>(
+    options: &Options,
+    scratch: &Scratch,
+    target: Target,
+    connector: &C,
 ) -> Result<Measured, String> {
     let broker_port = free_port()?;
     let broker = targets::start_broker(scratch, broker_port)?;
-    let path = targets::start(target, scratch, broker_port)?;
+    let path = targets::start(target, scratch, broker_port, connector.cert())?;
     let proxy = path.proxy.as_ref().ok_or("idle RSS needs a proxy")?;
     let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
-    let ladder = idle::climb(proxy, &broker, addr, options.connections, IDLE_CONCURRENCY).await?;
+    let mut ladder = idle::climb(
+        connector,
+        proxy,
+        &broker,
+        addr,
+        options.connections,
+        IDLE_CONCURRENCY,
+    )
+    .await?;
     let per_conn_kib = ladder.proxy_per_connection() / 1024.0;
     let start_mb = ladder.at_start.proxy as f64 * 1024.0 / 1e6;
     let processes = proxy.family().len();
-    Ok(Measured {
-        figures: vec![
+    // Whether memory comes back once every connection has closed: a TLS figure (issue 11), and
+    // for plain connections the same reading as context, so the two can be told apart.
+    let closed = ladder.close_all(proxy, &broker).await?;
+    let ratio = closed.proxy as f64 / ladder.at_start.proxy as f64;
+    let after_close = format!(
+        "; after all closed {:.1} MB, ×{ratio:.2} of start",
+        closed.proxy as f64 * 1024.0 / 1e6
+    );
+    let figures = if connector.cert().is_some() {
+        vec![
+            (Figure::TlsRssPerIdle, per_conn_kib),
+            (Figure::TlsRssAtStart, start_mb),
+            (Figure::TlsRssAfterClose, ratio),
+        ]
+    } else {
+        vec![
             (Figure::RssPerIdle, per_conn_kib),
             (Figure::RssAtStart, start_mb),
-        ],
+        ]
+    };
+    Ok(Measured {
+        figures,
         bulk: None,
         line: format!(
             "RSS at start {start_mb:.1} MB, {per_conn_kib:.2} KiB per idle connection \
-             (second half {:.2} KiB; {} opened in {:.1} s{})",
+             (second half {:.2} KiB; {} opened in {:.1} s{}){after_close}",
             ladder.proxy_per_connection_second_half() / 1024.0,
             text::thousands(ladder.n as u64),
             ladder.opening.as_secs_f64(),
@@ -539,6 +636,33 @@ async fn idle_rss(
     })
 }
 
+/// TLS bulk through `target`, which terminates it, to a plaintext sink: MB/s and proxy CPU per
+/// GB (of plaintext delivered).
+async fn tls_bulk(
+    options: &Options,
+    scratch: &Scratch,
+    target: Target,
+    tls: &tls::Tls,
+) -> Result<Measured, String> {
+    let run = bulk::tls_run(scratch, target, tls, options.seconds).await?;
+    let mb_per_s = run.bits_per_second / 8.0 / 1e6;
+    let mut figures = vec![(Figure::TlsBulk, mb_per_s)];
+    let cpu = run.proxy_cpu.map(|cpu| cpu.as_secs_f64());
+    if let Some(cpu) = cpu {
+        figures.push((Figure::TlsCpuPerGb, cpu / (run.bytes / 1e9)));
+    }
+    Ok(Measured {
+        figures,
+        bulk: None,
+        line: format!(
+            "{mb_per_s:.0} MB/s, proxy CPU {:.2} s for {:.2} GB",
+            cpu.unwrap_or(0.0),
+            run.bytes / 1e9
+        ),
+        note: None,
+    })
+}
+
 /// Publish→subscribe round trips through `target` to a fresh mosquitto, one in flight.
 async fn round_trips(
     options: &Options,
@@ -547,7 +671,7 @@ async fn round_trips(
 ) -> Result<Measured, String> {
     let broker_port = free_port()?;
     let _broker = targets::start_broker(scratch, broker_port)?;
-    let path = targets::start(target, scratch, broker_port)?;
+    let path = targets::start(target, scratch, broker_port, None)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
     let samples = options.samples;
     // Blocking sockets on a thread of their own: no runtime between the socket and the clock.
@@ -627,9 +751,15 @@ async fn config_reloads(
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut clients = Vec::with_capacity(options.connections);
-    let opening = mqtt::open(&mut clients, addr, IDLE_CONCURRENCY, 0..options.connections)
-        .await
-        .map_err(explain)?;
+    let opening = mqtt::open(
+        &tls::Plain,
+        &mut clients,
+        addr,
+        IDLE_CONCURRENCY,
+        0..options.connections,
+    )
+    .await
+    .map_err(explain)?;
     tokio::time::sleep(idle::SETTLE).await;
     let still_open = |clients: &[tokio::net::TcpStream], when: &str| {
         mqtt::check_still_open(clients)
@@ -828,7 +958,10 @@ fn write_report(options: &Options, results: &Results, took: Duration) -> Result<
         took.as_secs_f64()
     );
     md.push_str(&results.table(&options.targets));
-    let _ = writeln!(md, "\n## brokerside against the targets of issue 5\n");
+    let _ = writeln!(
+        md,
+        "\n## brokerside against the targets of issue 5 and the TLS goals of issue 11\n"
+    );
     md.push_str(&results.targets_table());
     let _ = writeln!(md, "\n## How it was measured\n");
     md.push_str(&conditions(options, results));
@@ -941,8 +1074,27 @@ fn conditions(options: &Options, results: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- TLS handshakes/s and RSS per idle TLS connection: not measured, brokerside has no TLS \
-         termination yet."
+        "- TLS (issue 11): HAProxy (`bind ... ssl crt` with certificate and key in one PEM, \
+         `ssl-min-ver TLSv1.3`), NGINX stream (`listen ... ssl`, `ssl_protocols TLSv1.3`) and \
+         brokerside (`[listener.tls]`, `min_version = \"1.3\"`) terminate TLS with the same \
+         self-signed ECDSA P-256 certificate (rcgen, made once per run) and relay plaintext; \
+         HAProxy+splice and direct are not measured (nothing to splice or terminate). Clients: \
+         tokio-rustls (ring), TLS 1.3 only, SNI `{}`, no session resumption, so every handshake \
+         is a full one. Idle MQTTS: the idle ladder above with a TLS handshake before each \
+         CONNECT, to mosquitto's plain port; RSS at start is with the TLS listener; after the \
+         ladder every client closes, and once the proxy's fd count holds still for 1 s (at most \
+         {} s) its RSS is read again, as a ratio to RSS at start. Handshakes/s: the \
+         connections/s loop above ({} clients, {} s, the one-byte backend) with a full handshake \
+         before the byte, so CPU per handshake includes what a plain connection costs (see the \
+         connections row). TLS bulk: one TLS stream writing 64 KiB at a time for {} s, then \
+         close_notify, through the proxy to a plaintext sink in this process (its own thread); \
+         MB/s (10^6 bytes) as the sink received them from the first write to the stream's end; \
+         proxy CPU from after the handshake to that end, per 10^9 bytes.",
+        tls::SERVER_NAME,
+        idle::CLOSE_TIMEOUT.as_secs(),
+        options.concurrency,
+        options.seconds,
+        options.seconds,
     );
     out
 }

@@ -24,6 +24,8 @@ mod procs;
 mod targets;
 #[path = "loadgen/text.rs"]
 mod text;
+#[path = "loadgen/tls.rs"]
+mod tls;
 
 use idle::Ladder;
 use procs::{Scratch, free_port};
@@ -126,12 +128,20 @@ async fn run(options: &Options) -> Result<String, String> {
     let broker_port = free_port()?;
     let broker = targets::start_broker(&scratch, broker_port)?;
     let proxy_port = free_port()?;
-    let proxy = targets::start_brokerside(&scratch, proxy_port, broker_port)?;
+    let proxy = targets::start_brokerside(&scratch, proxy_port, broker_port, None)?;
     // Watch the socket table rather than connect: a probe connection would be the first client.
     proxy.wait_listening(proxy_port)?;
     let proxy_addr = SocketAddr::from(([127, 0, 0, 1], proxy_port));
 
-    let ladder = idle::climb(&proxy, &broker, proxy_addr, n, options.concurrency).await?;
+    let ladder = idle::climb(
+        &tls::Plain,
+        &proxy,
+        &broker,
+        proxy_addr,
+        n,
+        options.concurrency,
+    )
+    .await?;
     let proxy_fds = procs::count_fds(proxy.pid())?;
     let rollup = procs::smaps_rollup(proxy.pid())
         .map(|(anon, other)| {
@@ -156,7 +166,7 @@ async fn run(options: &Options) -> Result<String, String> {
 /// Everything the printed report is made of.
 struct Report {
     concurrency: usize,
-    ladder: Ladder,
+    ladder: Ladder<tokio::net::TcpStream>,
     proxy_fds: usize,
     threads: u64,
     rollup: String,

@@ -40,6 +40,8 @@ mod procs;
 mod targets;
 #[path = "loadgen/text.rs"]
 mod text;
+#[path = "loadgen/tls.rs"]
+mod tls;
 
 use procs::{Process, Scratch, free_port};
 use text::{mib, thousands};

@@ -136,7 +136,7 @@ fn draw_chart(
         .draw_series(figures.iter().enumerate().filter_map(|(i, f)| {
             let level = match f.goal() {
                 Goal::RatioAtLeast(r) | Goal::RatioAtMost(r) => r,
-                Goal::AtMost(_) => return None,
+                Goal::AtMost(_) | Goal::NoWorseThanHaproxy | Goal::None => return None,
             };
             let x = i as f64;
             Some(PathElement::new(

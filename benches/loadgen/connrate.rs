@@ -1,9 +1,13 @@
-//! New connections per second: a raw backend that writes one byte and closes, on its own thread
-//! and runtime, and clients that each connect through the target, read that byte and close, a
-//! fixed number at once for a fixed time.
+//! New connections per second, plain or with a full TLS handshake each: a raw backend that
+//! writes one byte and closes, on its own thread and runtime, and clients that each connect
+//! through the target (and finish a TLS handshake with it), read that byte and close, a fixed
+//! number at once for a fixed time. The same backend can instead read and discard everything
+//! (the sink of the TLS bulk figure).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,22 +19,40 @@ use tokio::task::JoinSet;
 
 use super::procs::{Process, Scratch};
 use super::targets::{self, Target};
+use super::tls::Connector;
 
 /// The backend's listen(2) backlog: enough that 64 clients never wait on it.
 const BACKLOG: i32 = 4096;
 /// Time allowed for one connection: connect, then the byte.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A loopback server that writes one byte to each connection and closes it. It runs a
-/// current-thread runtime on a thread of its own, so it does not share a thread with the clients.
-pub struct OneByteServer {
+/// What the backend does with each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    /// Writes one byte and closes.
+    OneByte,
+    /// Reads and discards everything until the peer closes, counting the bytes.
+    Sink,
+}
+
+/// A loopback server that serves each connection as [`Serve`] says. It runs a current-thread
+/// runtime on a thread of its own, so it does not share a thread with the clients.
+pub struct Backend {
     pub port: u16,
+    tally: Arc<SinkTally>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl OneByteServer {
-    pub fn start() -> Result<OneByteServer, String> {
+/// What a sink received: bytes, and connections read to their end.
+#[derive(Default)]
+struct SinkTally {
+    bytes: AtomicU64,
+    finished: AtomicU64,
+}
+
+impl Backend {
+    pub fn start(mode: Serve) -> Result<Backend, String> {
         let listener =
             bind().map_err(|error| format!("cannot bind the one-byte backend: {error}"))?;
         let port = listener
@@ -42,6 +64,8 @@ impl OneByteServer {
             .build()
             .map_err(|error| format!("cannot start the backend's runtime: {error}"))?;
         let (stop, stopped) = oneshot::channel();
+        let tally = Arc::new(SinkTally::default());
+        let counted = Arc::clone(&tally);
         let thread = std::thread::Builder::new()
             .name("one-byte-backend".into())
             .spawn(move || {
@@ -50,14 +74,15 @@ impl OneByteServer {
                         return;
                     };
                     tokio::select! {
-                        () = serve(listener) => {}
+                        () = serve(listener, mode, counted) => {}
                         _ = stopped => {}
                     }
                 });
             })
             .map_err(|error| format!("cannot start the backend's thread: {error}"))?;
-        Ok(OneByteServer {
+        Ok(Backend {
             port,
+            tally,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -74,13 +99,37 @@ fn bind() -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-async fn serve(listener: TcpListener) {
+impl Backend {
+    /// Bytes a sink has received so far.
+    pub fn received(&self) -> u64 {
+        self.tally.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Connections a sink has read to their end (or to an error).
+    pub fn finished(&self) -> u64 {
+        self.tally.finished.load(Ordering::Relaxed)
+    }
+}
+
+async fn serve(listener: TcpListener, mode: Serve, tally: Arc<SinkTally>) {
     loop {
         match listener.accept().await {
             Ok((mut stream, _)) => {
+                let tally = Arc::clone(&tally);
                 tokio::spawn(async move {
                     // A client that went away early is the client's business.
-                    let _ = stream.write_all(b"x").await;
+                    match mode {
+                        Serve::OneByte => {
+                            let _ = stream.write_all(b"x").await;
+                        }
+                        Serve::Sink => {
+                            let mut buffer = vec![0u8; 256 * 1024];
+                            while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                                tally.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            tally.finished.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 });
             }
             // Out of fds or a connection reset before accept: keep serving the others.
@@ -89,7 +138,7 @@ async fn serve(listener: TcpListener) {
     }
 }
 
-impl Drop for OneByteServer {
+impl Drop for Backend {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -112,15 +161,17 @@ pub struct ConnRun {
     pub proxy_cpu: Option<Duration>,
 }
 
-/// Runs `concurrency` clients through `target` to a fresh one-byte backend for `duration`.
-pub async fn run(
+/// Runs `concurrency` clients through `target` to a fresh one-byte backend for `duration`, each
+/// connection made with `connector`: plain, or a full TLS handshake that the target terminates.
+pub async fn run<C: Connector>(
     scratch: &Scratch,
     target: Target,
+    connector: &C,
     concurrency: usize,
     duration: Duration,
 ) -> Result<ConnRun, String> {
-    let backend = OneByteServer::start()?;
-    let path = targets::start(target, scratch, backend.port)?;
+    let backend = Backend::start(Serve::OneByte)?;
+    let path = targets::start(target, scratch, backend.port, connector.cert())?;
     let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
 
     let cpu_before = path.proxy.as_ref().map(Process::cpu).transpose()?;
@@ -128,7 +179,7 @@ pub async fn run(
     let deadline = started + duration;
     let mut clients = JoinSet::new();
     for _ in 0..concurrency {
-        clients.spawn(client_loop(addr, deadline));
+        clients.spawn(client_loop(connector.clone(), addr, deadline));
     }
     let (mut completed, mut failed, mut first_error) = (0, 0, None);
     while let Some(joined) = clients.join_next().await {
@@ -165,11 +216,11 @@ struct Tally {
     first_error: Option<String>,
 }
 
-/// One client: connect, read one byte, close, until the deadline.
-async fn client_loop(addr: SocketAddr, deadline: Instant) -> Tally {
+/// One client: connect (and shake hands), read one byte, close, until the deadline.
+async fn client_loop<C: Connector>(connector: C, addr: SocketAddr, deadline: Instant) -> Tally {
     let mut tally = Tally::default();
     while Instant::now() < deadline {
-        match tokio::time::timeout(STEP_TIMEOUT, one_connection(addr)).await {
+        match tokio::time::timeout(STEP_TIMEOUT, one_connection(&connector, addr)).await {
             Ok(Ok(())) => tally.completed += 1,
             Ok(Err(error)) => {
                 tally.failed += 1;
@@ -186,8 +237,8 @@ async fn client_loop(addr: SocketAddr, deadline: Instant) -> Tally {
     tally
 }
 
-async fn one_connection(addr: SocketAddr) -> io::Result<()> {
-    let mut stream = TcpStream::connect(addr).await?;
+async fn one_connection<C: Connector>(connector: &C, addr: SocketAddr) -> io::Result<()> {
+    let mut stream = connector.wrap(TcpStream::connect(addr).await?).await?;
     let mut byte = [0u8; 1];
     stream.read_exact(&mut byte).await?;
     Ok(())

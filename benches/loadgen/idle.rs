@@ -5,10 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use super::mqtt;
-use super::procs::Process;
+use super::procs::{self, Process};
+use super::tls::Connector;
 
 /// Pause before each RSS reading, so freed memory and in-flight work settle.
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -20,7 +19,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    fn take(proxy: &Process, broker: &Process) -> Result<Sample, String> {
+    pub fn take(proxy: &Process, broker: &Process) -> Result<Sample, String> {
         broker.check_running()?;
         Ok(Sample {
             proxy: proxy.rss_kib()?,
@@ -29,8 +28,8 @@ impl Sample {
     }
 }
 
-/// The readings of one climb, and the clients, still open.
-pub struct Ladder {
+/// The readings of one climb, and the clients (TCP or TLS streams), still open.
+pub struct Ladder<S> {
     pub n: usize,
     pub half: usize,
     pub at_start: Sample,
@@ -39,10 +38,10 @@ pub struct Ladder {
     pub at_full: Sample,
     /// How long opening the N connections took, settling excluded.
     pub opening: Duration,
-    pub clients: Vec<TcpStream>,
+    pub clients: Vec<S>,
 }
 
-impl Ladder {
+impl<S> Ladder<S> {
     /// Proxy RSS per connection from 1 to N, in bytes: the first relayed bytes allocate each
     /// worker's buffers, a fixed cost, so the base is 1 connection, not the start.
     pub fn proxy_per_connection(&self) -> f64 {
@@ -62,34 +61,60 @@ impl Ladder {
     }
 }
 
+impl<S> Ladder<S> {
+    /// Closes every client, waits until the proxy has let go of their sockets (its fd count
+    /// holds still for [`SETTLE`], at most [`CLOSE_TIMEOUT`]), and reads RSS: does memory come
+    /// back when connections close?
+    pub async fn close_all(&mut self, proxy: &Process, broker: &Process) -> Result<Sample, String> {
+        self.clients.clear();
+        let fds =
+            || -> Result<usize, String> { proxy.family().into_iter().map(procs::count_fds).sum() };
+        let started = std::time::Instant::now();
+        let mut last = fds()?;
+        while started.elapsed() < CLOSE_TIMEOUT {
+            tokio::time::sleep(SETTLE).await;
+            let now = fds()?;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        Sample::take(proxy, broker)
+    }
+}
+
+/// Longest wait for the proxy to close its side of every connection after the clients closed.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn slope(from: &Sample, to: &Sample, connections: usize, pick: fn(&Sample) -> u64) -> f64 {
     (pick(to) as f64 - pick(from) as f64) * 1024.0 / connections as f64
 }
 
-/// Reads RSS at start, then opens 1, N/2 and N idle connections to `addr` (`concurrency` at a
-/// time), reading RSS after each step, and checks that every client is still connected: an idle
-/// connection the proxy dropped would cost nothing.
-pub async fn climb(
+/// Reads RSS at start, then opens 1, N/2 and N idle connections to `addr` with `connector`
+/// (plain or TLS; `concurrency` at a time), reading RSS after each step, and checks that every
+/// client is still connected: an idle connection the proxy dropped would cost nothing.
+pub async fn climb<C: Connector>(
+    connector: &C,
     proxy: &Process,
     broker: &Process,
     addr: SocketAddr,
     n: usize,
     concurrency: usize,
-) -> Result<Ladder, String> {
+) -> Result<Ladder<C::Stream>, String> {
     tokio::time::sleep(SETTLE).await;
     let at_start = Sample::take(proxy, broker)?;
 
     let mut clients = Vec::with_capacity(n);
-    let mut opening = mqtt::open(&mut clients, addr, concurrency, 0..1).await?;
+    let mut opening = mqtt::open(connector, &mut clients, addr, concurrency, 0..1).await?;
     tokio::time::sleep(SETTLE).await;
     let at_one = Sample::take(proxy, broker)?;
 
     let half = n / 2;
-    opening += mqtt::open(&mut clients, addr, concurrency, 1..half).await?;
+    opening += mqtt::open(connector, &mut clients, addr, concurrency, 1..half).await?;
     tokio::time::sleep(SETTLE).await;
     let at_half = Sample::take(proxy, broker)?;
 
-    opening += mqtt::open(&mut clients, addr, concurrency, half..n).await?;
+    opening += mqtt::open(connector, &mut clients, addr, concurrency, half..n).await?;
     tokio::time::sleep(SETTLE).await;
     let at_full = Sample::take(proxy, broker)?;
     mqtt::check_still_open(&clients)?;

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use super::tls::{Connector, StillOpen};
+
 /// MQTT keepalive sent in CONNECT: long enough that no PINGREQ moves during a run.
 pub const KEEPALIVE_SECS: u16 = 600;
 /// Time allowed for one connection to get its CONNACK.
@@ -87,10 +89,11 @@ fn check_connack(connack: [u8; 4]) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Idle connections
 
-/// Opens connections `range` to `addr`, `concurrency` at a time, each up to its CONNACK.
-/// Returns how long that took.
-pub async fn open(
-    clients: &mut Vec<TcpStream>,
+/// Opens connections `range` to `addr` with `connector` (plain or TLS), `concurrency` at a time,
+/// each up to its CONNACK. Returns how long that took.
+pub async fn open<C: Connector>(
+    connector: &C,
+    clients: &mut Vec<C::Stream>,
     addr: SocketAddr,
     concurrency: usize,
     range: std::ops::Range<usize>,
@@ -103,8 +106,10 @@ pub async fn open(
         loop {
             while pending.len() < concurrency {
                 let Some(id) = ids.next() else { break };
+                let connector = connector.clone();
                 pending.spawn(async move {
-                    match tokio::time::timeout(CONNECT_TIMEOUT, connect_idle(addr, id)).await {
+                    let connecting = connect_idle(&connector, addr, id);
+                    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
                         Ok(Ok(stream)) => Ok(stream),
                         Ok(Err(error)) => Err(format!("client idle-{id}: {error}")),
                         Err(_) => Err(format!(
@@ -128,27 +133,26 @@ pub async fn open(
 }
 
 /// One MQTT 3.1.1 connection: CONNECT with client id `idle-<id>`, CONNACK checked, then idle.
-async fn connect_idle(addr: SocketAddr, id: usize) -> io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(addr).await?;
+async fn connect_idle<C: Connector>(
+    connector: &C,
+    addr: SocketAddr,
+    id: usize,
+) -> io::Result<C::Stream> {
+    let mut stream = connector.wrap(TcpStream::connect(addr).await?).await?;
     stream
         .write_all(&connect_packet(&format!("idle-{id}")))
         .await?;
+    // A TLS stream may hold the record until flushed.
+    stream.flush().await?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).await?;
     check_connack(connack)?;
     Ok(stream)
 }
 
-/// Fails when the broker or the proxy closed any client (a read that does not block).
-pub fn check_still_open(clients: &[TcpStream]) -> Result<(), String> {
-    let mut probe = [0u8; 1];
-    let closed = clients
-        .iter()
-        .filter(|c| match c.try_read(&mut probe) {
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-            Ok(_) => true,
-        })
-        .count();
+/// Fails when the broker or the proxy closed any client (a read or peek that does not block).
+pub fn check_still_open(clients: &[impl StillOpen]) -> Result<(), String> {
+    let closed = clients.iter().filter(|c| !c.still_open()).count();
     if closed > 0 {
         return Err(format!(
             "{closed} of {} idle connections were closed or received bytes during the run",

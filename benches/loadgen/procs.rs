@@ -138,9 +138,22 @@ impl Process {
 }
 
 impl Drop for Process {
+    /// Kills the process and its descendants: NGINX's workers outlive a killed master (they are
+    /// reparented to init and keep their memory and listening socket), so they are found before
+    /// the master goes and killed after it.
     fn drop(&mut self) {
+        let descendants: Vec<u32> = match self.child.try_wait() {
+            Ok(None) => self.family().into_iter().skip(1).collect(),
+            _ => Vec::new(),
+        };
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in descendants {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill(2) takes plain integers; a pid that has gone already fails harmlessly.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 

@@ -14,9 +14,13 @@ pub enum Better {
     Lower,
 }
 
-/// What brokerside is held to on one figure (issue 5's Targets table).
+/// What brokerside is held to on one figure (issue 5's Targets table, issue 11's TLS goals).
 #[derive(Debug, Clone, Copy)]
 pub enum Goal {
+    /// At least HAProxy's median (its better configuration, where there are two).
+    NoWorseThanHaproxy,
+    /// No goal: the figure is context for another (TLS bulk's MB/s for its CPU per GB).
+    None,
     /// The median ratio to direct is at least this.
     RatioAtLeast(f64),
     /// The median ratio to direct is at most this.
@@ -39,10 +43,17 @@ pub enum Figure {
     RttP99,
     ReloadTime,
     ReloadRttP99,
+    TlsRssPerIdle,
+    TlsRssAtStart,
+    TlsRssAfterClose,
+    TlsHandshakeRate,
+    TlsCpuPerHandshake,
+    TlsBulk,
+    TlsCpuPerGb,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 11] = [
+    pub const ALL: [Figure; 18] = [
         Figure::Bulk1,
         Figure::Bulk8,
         Figure::CpuPerGb,
@@ -54,6 +65,13 @@ impl Figure {
         Figure::RttP99,
         Figure::ReloadTime,
         Figure::ReloadRttP99,
+        Figure::TlsRssPerIdle,
+        Figure::TlsRssAtStart,
+        Figure::TlsRssAfterClose,
+        Figure::TlsHandshakeRate,
+        Figure::TlsCpuPerHandshake,
+        Figure::TlsBulk,
+        Figure::TlsCpuPerGb,
     ];
 
     pub fn label(self) -> &'static str {
@@ -69,6 +87,15 @@ impl Figure {
             Figure::RttP99 => "MQTT RTT p99",
             Figure::ReloadTime => "config reload, signal → new generation in /health",
             Figure::ReloadRttP99 => "MQTT RTT p99 with 10 reloads/s, ratio to none",
+            Figure::TlsRssPerIdle => "TLS: RSS per idle MQTTS connection",
+            Figure::TlsRssAtStart => "TLS: RSS at start with the TLS listener",
+            Figure::TlsRssAfterClose => {
+                "TLS: RSS after all idle connections closed, ratio to start"
+            }
+            Figure::TlsHandshakeRate => "TLS: full TLS 1.3 handshakes/s (64 concurrent)",
+            Figure::TlsCpuPerHandshake => "TLS: proxy CPU per full handshake",
+            Figure::TlsBulk => "TLS: bulk, 1 stream, TLS in, plaintext out",
+            Figure::TlsCpuPerGb => "TLS: proxy CPU per GB, TLS in, plaintext out",
         }
     }
 
@@ -86,25 +113,40 @@ impl Figure {
             Figure::RttP99 => "rtt_p99",
             Figure::ReloadTime => "reload_time",
             Figure::ReloadRttP99 => "rtt_p99_reloading_ratio",
+            Figure::TlsRssPerIdle => "tls_rss_per_idle_connection",
+            Figure::TlsRssAtStart => "tls_rss_at_start",
+            Figure::TlsRssAfterClose => "tls_rss_after_close_ratio",
+            Figure::TlsHandshakeRate => "tls_handshakes_per_s",
+            Figure::TlsCpuPerHandshake => "tls_cpu_per_handshake",
+            Figure::TlsBulk => "tls_bulk",
+            Figure::TlsCpuPerGb => "tls_cpu_per_gb",
         }
     }
 
     pub fn unit(self) -> &'static str {
         match self {
             Figure::Bulk1 | Figure::Bulk8 => "Gbit/s",
-            Figure::CpuPerGb => "s",
+            Figure::CpuPerGb | Figure::TlsCpuPerGb => "s",
             Figure::ConnRate => "conn/s",
-            Figure::CpuPerConn | Figure::RttP50 | Figure::RttP99 => "µs",
-            Figure::RssPerIdle => "KiB",
-            Figure::RssAtStart => "MB",
+            Figure::TlsHandshakeRate => "handshakes/s",
+            Figure::CpuPerConn | Figure::RttP50 | Figure::RttP99 | Figure::TlsCpuPerHandshake => {
+                "µs"
+            }
+            Figure::RssPerIdle | Figure::TlsRssPerIdle => "KiB",
+            Figure::RssAtStart | Figure::TlsRssAtStart => "MB",
             Figure::ReloadTime => "ms",
-            Figure::ReloadRttP99 => "×",
+            Figure::ReloadRttP99 | Figure::TlsRssAfterClose => "×",
+            Figure::TlsBulk => "MB/s",
         }
     }
 
     pub fn better(self) -> Better {
         match self {
-            Figure::Bulk1 | Figure::Bulk8 | Figure::ConnRate => Better::Higher,
+            Figure::Bulk1
+            | Figure::Bulk8
+            | Figure::ConnRate
+            | Figure::TlsHandshakeRate
+            | Figure::TlsBulk => Better::Higher,
             _ => Better::Lower,
         }
     }
@@ -123,10 +165,27 @@ impl Figure {
         matches!(self, Figure::ReloadTime | Figure::ReloadRttP99)
     }
 
+    /// Whether this is a TLS figure: measured with the proxies terminating TLS, so not for
+    /// direct (nothing to terminate it) nor HAProxy+splice (nothing to splice on the TLS side).
+    pub fn tls(self) -> bool {
+        matches!(
+            self,
+            Figure::TlsRssPerIdle
+                | Figure::TlsRssAtStart
+                | Figure::TlsRssAfterClose
+                | Figure::TlsHandshakeRate
+                | Figure::TlsCpuPerHandshake
+                | Figure::TlsBulk
+                | Figure::TlsCpuPerGb
+        )
+    }
+
     /// Whether `target` has this figure at all.
     pub fn applies_to(self, target: Target) -> bool {
         if self.brokerside_only() {
             target == Target::Brokerside
+        } else if self.tls() {
+            !matches!(target, Target::Direct | Target::HaproxySplice)
         } else {
             target != Target::Direct || self.relative()
         }
@@ -153,6 +212,13 @@ impl Figure {
             Figure::RttP99 => Goal::RatioAtMost(1.6),
             Figure::ReloadTime => Goal::AtMost(50.0),
             Figure::ReloadRttP99 => Goal::AtMost(1.1),
+            Figure::TlsRssPerIdle => Goal::AtMost(4.0),
+            Figure::TlsRssAtStart => Goal::AtMost(10.0),
+            Figure::TlsRssAfterClose => Goal::AtMost(2.0),
+            Figure::TlsHandshakeRate => Goal::NoWorseThanHaproxy,
+            Figure::TlsCpuPerHandshake => Goal::AtMost(200.0),
+            Figure::TlsBulk => Goal::None,
+            Figure::TlsCpuPerGb => Goal::AtMost(0.60),
         }
     }
 
@@ -163,13 +229,20 @@ impl Figure {
             | Figure::Bulk8
             | Figure::CpuPerGb
             | Figure::RssPerIdle
-            | Figure::ReloadRttP99 => format!("{value:.2}"),
-            Figure::ConnRate => thousands(value.round() as u64),
+            | Figure::ReloadRttP99
+            | Figure::TlsRssPerIdle
+            | Figure::TlsRssAfterClose
+            | Figure::TlsCpuPerGb => format!("{value:.2}"),
+            Figure::ConnRate | Figure::TlsHandshakeRate | Figure::TlsBulk => {
+                thousands(value.round() as u64)
+            }
             Figure::CpuPerConn
             | Figure::RttP50
             | Figure::RttP99
             | Figure::RssAtStart
-            | Figure::ReloadTime => format!("{value:.1}"),
+            | Figure::ReloadTime
+            | Figure::TlsRssAtStart
+            | Figure::TlsCpuPerHandshake => format!("{value:.1}"),
         }
     }
 }
@@ -180,6 +253,8 @@ fn goal_text(goal: Goal, figure: Figure) -> String {
         Goal::RatioAtMost(r) => format!("≤ ×{r:.2}"),
         Goal::AtMost(v) if figure.unit() == "×" => format!("≤ ×{v}"),
         Goal::AtMost(v) => format!("≤ {v} {}", figure.unit()),
+        Goal::NoWorseThanHaproxy => "≥ HAProxy".into(),
+        Goal::None => "— (context for the row below)".into(),
     }
 }
 
@@ -341,11 +416,6 @@ impl Results {
             }
             out.push('\n');
         }
-        let _ = write!(out, "| TLS handshakes/s |");
-        for _ in targets {
-            let _ = write!(out, " n/a (no TLS termination yet) |");
-        }
-        out.push('\n');
         out
     }
 
@@ -359,16 +429,6 @@ impl Results {
         for figure in Figure::ALL {
             let goal = figure.goal();
             let measured = self.judged(figure, Target::Brokerside);
-            let (value, verdict) = match measured {
-                Some(v) => {
-                    let ok = match goal {
-                        Goal::RatioAtLeast(r) => v >= r,
-                        Goal::RatioAtMost(r) | Goal::AtMost(r) => v <= r,
-                    };
-                    (self.judged_text(figure, v), met(ok).to_string())
-                }
-                None => ("not measured".into(), "—".into()),
-            };
             let haproxy_best = [Target::Haproxy, Target::HaproxySplice]
                 .into_iter()
                 .filter_map(|t| self.judged(figure, t).map(|v| (v, t)))
@@ -377,17 +437,29 @@ impl Results {
                     Better::Lower if b.0 < a.0 => b,
                     _ => a,
                 });
-            let (best, no_worse) = match (haproxy_best, measured) {
-                (Some((h, t)), Some(b)) => {
-                    let ok = match figure.better() {
-                        Better::Higher => b >= h,
-                        Better::Lower => b <= h,
+            let no_worse_than = |b: f64, h: f64| match figure.better() {
+                Better::Higher => b >= h,
+                Better::Lower => b <= h,
+            };
+            let (value, verdict) = match measured {
+                Some(v) => {
+                    let ok = match goal {
+                        Goal::RatioAtLeast(r) => Some(v >= r),
+                        Goal::RatioAtMost(r) | Goal::AtMost(r) => Some(v <= r),
+                        Goal::NoWorseThanHaproxy => haproxy_best.map(|(h, _)| no_worse_than(v, h)),
+                        Goal::None => None,
                     };
-                    (
-                        format!("{} ({})", self.judged_text(figure, h), t.label()),
-                        met(ok).to_string(),
-                    )
+                    let verdict = ok.map_or("—".to_string(), |ok| met(ok).to_string());
+                    (self.judged_text(figure, v), verdict)
                 }
+                None => ("not measured".into(), "—".into()),
+            };
+            let (best, no_worse) = match (haproxy_best, measured) {
+                // brokerside ÷ HAProxy: how far apart they are, whichever way is better.
+                (Some((h, t)), Some(b)) => (
+                    format!("{} ({})", self.judged_text(figure, h), t.label()),
+                    format!("{} (×{:.2})", met(no_worse_than(b, h)), b / h),
+                ),
                 (Some((h, t)), None) => (
                     format!("{} ({})", self.judged_text(figure, h), t.label()),
                     "—".into(),
@@ -402,9 +474,6 @@ impl Results {
                 goal_text(goal, figure),
             );
         }
-        out.push_str(
-            "| TLS handshakes/s | n/a (no TLS termination yet) | ≥ HAProxy | — | — | — |\n",
-        );
         out
     }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::procs::{Process, Scratch, find_program, free_port};
+use super::tls::CertFiles;
 
 /// One column of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,9 +63,18 @@ pub struct Path {
 }
 
 /// Starts `target` relaying a fresh loopback port to 127.0.0.1:`backend_port` and waits until it
-/// listens. Direct starts nothing: clients get the backend's own port.
-pub fn start(target: Target, scratch: &Scratch, backend_port: u16) -> Result<Path, String> {
+/// listens; with `tls`, it terminates TLS with that certificate and relays plaintext. Direct
+/// starts nothing: clients get the backend's own port (and there is no TLS to terminate).
+pub fn start(
+    target: Target,
+    scratch: &Scratch,
+    backend_port: u16,
+    tls: Option<&CertFiles>,
+) -> Result<Path, String> {
     if target == Target::Direct {
+        if tls.is_some() {
+            return Err("direct has no proxy to terminate TLS".into());
+        }
         return Ok(Path {
             port: backend_port,
             proxy: None,
@@ -73,10 +83,10 @@ pub fn start(target: Target, scratch: &Scratch, backend_port: u16) -> Result<Pat
     let port = free_port()?;
     let proxy = match target {
         Target::Direct => unreachable!("handled above"),
-        Target::Haproxy => start_haproxy(scratch, port, backend_port, false)?,
-        Target::HaproxySplice => start_haproxy(scratch, port, backend_port, true)?,
-        Target::Nginx => start_nginx(scratch, port, backend_port)?,
-        Target::Brokerside => start_brokerside(scratch, port, backend_port)?,
+        Target::Haproxy => start_haproxy(scratch, port, backend_port, false, tls)?,
+        Target::HaproxySplice => start_haproxy(scratch, port, backend_port, true, tls)?,
+        Target::Nginx => start_nginx(scratch, port, backend_port, tls)?,
+        Target::Brokerside => start_brokerside(scratch, port, backend_port, tls)?,
     };
     // Watch the socket table rather than connect: a probe connection would be the first client.
     proxy.wait_listening(port)?;
@@ -96,13 +106,26 @@ pub fn brokerside_bin() -> PathBuf {
 }
 
 /// brokerside with one listener on `port` relaying to `backend_port`: admin on a free port, no
-/// checks, a drain that does not wait.
+/// checks, a drain that does not wait; with `tls`, a `[listener.tls]` with that certificate,
+/// TLS 1.3 only.
 pub fn start_brokerside(
     scratch: &Scratch,
     port: u16,
     backend_port: u16,
+    tls: Option<&CertFiles>,
 ) -> Result<Process, String> {
-    let text = brokerside_config(port, backend_port, 0, None);
+    let mut text = brokerside_config(port, backend_port, 0, None);
+    if let Some(files) = tls {
+        // `[listener.tls]` belongs to the last `[[listener]]` defined, wherever it comes.
+        text.push_str(&format!(
+            "\n[listener.tls]\n\
+             cert = \"{}\"\n\
+             key = \"{}\"\n\
+             min_version = \"1.3\"\n",
+            files.cert.display(),
+            files.key.display()
+        ));
+    }
     spawn_brokerside(scratch, &text).map(|(process, _config)| process)
 }
 
@@ -175,12 +198,14 @@ fn spawn_brokerside(scratch: &Scratch, text: &str) -> Result<(Process, PathBuf),
     Ok((process, config))
 }
 
-/// HAProxy in the foreground (`-db`), one process with two threads, `mode tcp`.
+/// HAProxy in the foreground (`-db`), one process with two threads, `mode tcp`; with `tls`,
+/// `bind ... ssl crt` with the certificate and key in one file, TLS 1.3 only.
 fn start_haproxy(
     scratch: &Scratch,
     port: u16,
     backend_port: u16,
     splice: bool,
+    tls: Option<&CertFiles>,
 ) -> Result<Process, String> {
     let program = find_program("haproxy", "HAPROXY_BIN")?;
     let stem = if splice {
@@ -193,6 +218,9 @@ fn start_haproxy(
     } else {
         ""
     };
+    let ssl = tls
+        .map(|files| format!(" ssl crt {} ssl-min-ver TLSv1.3", files.combined.display()))
+        .unwrap_or_default();
     // Timeouts longer than any idle phase of a bench. maxconn 40000 asks for more fds than this
     // machine's cap of 20,000; HAProxy refuses to start on that unless told `no strict-limits`,
     // and then runs with the 20,000 it gets (which the benches stay under).
@@ -211,7 +239,7 @@ fn start_haproxy(
              \x20   timeout server 10m\n\
              \n\
              listen relay\n\
-             \x20   bind 127.0.0.1:{port}\n\
+             \x20   bind 127.0.0.1:{port}{ssl}\n\
              {splice_options}\
              \x20   server broker 127.0.0.1:{backend_port}\n"
         ),
@@ -227,8 +255,14 @@ fn start_haproxy(
 /// The stream module's shared object, where Debian's libnginx-mod-stream puts it.
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
-/// NGINX in the foreground with a master and two workers, one `stream` server.
-fn start_nginx(scratch: &Scratch, port: u16, backend_port: u16) -> Result<Process, String> {
+/// NGINX in the foreground with a master and two workers, one `stream` server; with `tls`,
+/// `listen ... ssl` with the certificate, TLS 1.3 only.
+fn start_nginx(
+    scratch: &Scratch,
+    port: u16,
+    backend_port: u16,
+    tls: Option<&CertFiles>,
+) -> Result<Process, String> {
     let program = find_program("nginx", "NGINX_BIN")?;
     let stem = Target::Nginx.file_stem();
     // Debian builds the stream module dynamic; a build with it compiled in needs no load_module.
@@ -236,6 +270,19 @@ fn start_nginx(scratch: &Scratch, port: u16, backend_port: u16) -> Result<Proces
         format!("load_module {NGINX_STREAM_MODULE};\n")
     } else {
         String::new()
+    };
+    let (listen_ssl, ssl) = match tls {
+        Some(files) => (
+            " ssl",
+            format!(
+                "\x20       ssl_certificate {};\n\
+                 \x20       ssl_certificate_key {};\n\
+                 \x20       ssl_protocols TLSv1.3;\n",
+                files.cert.display(),
+                files.key.display()
+            ),
+        ),
+        None => ("", String::new()),
     };
     let prefix = scratch.path(stem);
     std::fs::create_dir_all(prefix.join("logs"))
@@ -252,7 +299,8 @@ fn start_nginx(scratch: &Scratch, port: u16, backend_port: u16) -> Result<Proces
              events {{ worker_connections 20000; }}\n\
              stream {{\n\
              \x20   server {{\n\
-             \x20       listen 127.0.0.1:{port};\n\
+             \x20       listen 127.0.0.1:{port}{listen_ssl};\n\
+             {ssl}\
              \x20       proxy_pass 127.0.0.1:{backend_port};\n\
              \x20   }}\n\
              }}\n",
