@@ -547,12 +547,7 @@ async fn rotated_files_serve_new_handshakes_and_open_connections_lose_nothing() 
     let pki = Pki::new("rotate");
     let first = pki.server("first", &["localhost"], 40);
     let second = pki.server("second", &["localhost"], 41);
-    let live = Issued {
-        cert: pki.dir.join("live.pem"),
-        key: pki.dir.join("live.key"),
-    };
-    support::tls::replace_by_rename(&first.cert, &live.cert);
-    support::tls::replace_by_rename(&first.key, &live.key);
+    let live = pki.live(&first);
     let tls = tls_table(&live, "watch = \"200ms\"");
     let proxy = start_proxy(&tls_config(&[echo], "", &tls));
     let addr = proxy.addr("mqtts");
@@ -659,12 +654,7 @@ async fn a_reload_rereads_the_certificate_files() {
     let pki = Pki::new("reload");
     let first = pki.server("first", &["localhost"], 50);
     let second = pki.server("second", &["localhost"], 51);
-    let live = Issued {
-        cert: pki.dir.join("live.pem"),
-        key: pki.dir.join("live.key"),
-    };
-    support::tls::replace_by_rename(&first.cert, &live.cert);
-    support::tls::replace_by_rename(&first.key, &live.key);
+    let live = pki.live(&first);
     let text = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nrelay_threads = 1\n{}",
         tls_config(&[echo], "", &tls_table(&live, "watch = \"0s\""))

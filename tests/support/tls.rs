@@ -131,6 +131,18 @@ impl Pki {
         issued
     }
 
+    /// The files a listener is configured with (`live.pem`, `live.key`), holding a copy of
+    /// `issued` put in place by rename: a test rotates them by renaming others over them.
+    pub fn live(&self, issued: &Issued) -> Issued {
+        let live = Issued {
+            cert: self.dir.join("live.pem"),
+            key: self.dir.join("live.key"),
+        };
+        replace_by_rename(&issued.cert, &live.cert);
+        replace_by_rename(&issued.key, &live.key);
+        live
+    }
+
     /// A rustls client config trusting this CA, with `client` as its certificate if given.
     pub fn client_config(
         &self,
