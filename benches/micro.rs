@@ -77,11 +77,11 @@ fn selection(c: &mut Criterion) {
     let mut group = c.benchmark_group("backend");
     let up = backend(false);
     group.bench_function("candidates/local_up", |b| {
-        b.iter(|| black_box(&up).candidates())
+        b.iter(|| black_box(&up).candidates(None))
     });
     let down = backend(true);
     group.bench_function("candidates/none_up", |b| {
-        b.iter(|| black_box(&down).candidates())
+        b.iter(|| black_box(&down).candidates(None))
     });
     group.finish();
 }

@@ -201,8 +201,9 @@ impl Backend {
 
     /// The servers a new connection tries, best first: local servers that are up; if none,
     /// backups that are up; if none of either, every local server and then every backup, since
-    /// checks lag behind reality and a refused connect costs little.
-    pub fn candidates(&self) -> Vec<Arc<Server>> {
+    /// checks lag behind reality and a refused connect costs little. `client_id` is the MQTT
+    /// client id of the connection, when its listener reads the CONNECT.
+    pub fn candidates(&self, _client_id: Option<&str>) -> Vec<Arc<Server>> {
         let peers = self.peers.load();
         let all = || self.servers.iter().chain(peers.iter());
         let up = |role: Role| all().filter(move |s| s.role == role && s.health.is_up());

@@ -11,10 +11,14 @@ use crate::backend::{Backend, Lease, Role};
 use crate::net::socket::upstream_socket;
 
 /// Connects to the first server of `backend` that accepts, counting each failure on its server.
+/// `client_id` is the MQTT client id read from the client's CONNECT, when the listener reads it.
 /// The lease counts the connection on its server until it is dropped. `None` when every server
 /// refused, was unreachable or timed out.
-pub async fn connect(backend: &Backend) -> Option<(TcpStream, SocketAddr, Role, Lease)> {
-    for server in backend.candidates() {
+pub async fn connect(
+    backend: &Backend,
+    client_id: Option<&str>,
+) -> Option<(TcpStream, SocketAddr, Role, Lease)> {
+    for server in backend.candidates(client_id) {
         let started = Instant::now();
         let attempt = async {
             let socket = upstream_socket(server.addr, backend.loopback.next_for(server.addr))?;
