@@ -247,7 +247,8 @@ async fn open(
         Some(terminator) => Some(terminate(&mut client, peer, terminator).await?),
     };
 
-    let Some((mut backend, server, role, lease)) = upstream::connect(&plan.backend, None).await else {
+    let Some((mut backend, server, role, lease)) = upstream::connect(&plan.backend, None).await
+    else {
         tracing::debug!(%peer, backend = %plan.backend.name, "no backend server accepted the connection");
         metrics.refused(RefuseReason::NoBackend);
         log_outage(
