@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::process::Process;
 use support::raw_mqtt::{closed, connect_packet, mqtt_connect_raw, mqtt_ping_raw};
 use support::tls::{Pki, tls_connect};
 use support::*;
@@ -337,4 +338,24 @@ async fn the_connect_is_read_after_tls_termination() {
         2,
         "both handshakes counted as handshakes, not failures"
     );
+}
+
+/// At debug level each relayed client is logged with its client id, protocol level and chosen
+/// server; JSON logs carry them as fields, for log shipping to search on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_is_logged_with_its_id_protocol_and_server_at_debug_level() {
+    let broker = start_rumqttd().await;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        relay_config(&[broker.mqtt], PREREAD, "loopback_sources = \"off\"")
+    );
+    let mut process = Process::spawn_at_level("preread-log", &config, "brokerside=debug");
+    let (relay, _admin) = process.started();
+    let _client = mqtt_connect_raw(relay, "logged-client").await;
+    let line = process.log_line("relaying an MQTT client", 1);
+    let fields = &line["fields"];
+    assert_eq!(fields["client_id"], "logged-client", "{line}");
+    assert_eq!(fields["protocol"], 4, "{line}");
+    assert_eq!(fields["server"], broker.mqtt.to_string(), "{line}");
+    assert_eq!(fields["role"], "local", "{line}");
 }
