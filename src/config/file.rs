@@ -17,6 +17,9 @@ pub struct FileListener {
     pub idle_timeout: Option<String>,
     pub half_close_timeout: Option<String>,
     pub backlog: Option<i64>,
+    pub mqtt_preread: Option<bool>,
+    pub max_connect_size: Option<i64>,
+    pub preread_timeout: Option<String>,
     pub tls: Option<FileTls>,
 }
 

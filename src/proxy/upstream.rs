@@ -30,7 +30,6 @@ pub async fn connect(
                     .metrics
                     .connect_duration
                     .observe(started.elapsed().as_secs_f64());
-                tracing::debug!(backend = %backend.name, server = %server.addr, role = server.role.as_str(), client_id, "server chosen");
                 return Some((stream, server.addr, server.role, server.lease()));
             }
             Ok(Err(error)) => {
