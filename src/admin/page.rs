@@ -300,6 +300,13 @@ fn server_table(health: &Value, now: f64) -> Table {
                     str_of(&server["streak"])
                 )
             };
+            // A server ramping up after it came back shows how much of its share it takes.
+            let state = match server["weight"].as_f64() {
+                Some(weight) if up && weight < 1.0 => {
+                    format!("{state}, slow start at {:.0}%", weight * 100.0)
+                }
+                _ => state,
+            };
             let role = if server["discovered"] == true {
                 "peer".to_string()
             } else {
