@@ -610,6 +610,31 @@ mod tests {
     }
 
     #[test]
+    fn a_ramping_server_says_how_much_of_its_share_it_takes() {
+        let (state, server) = testing::state(None);
+        testing::mark_up(&state);
+        let mut health = health_json::health(&state);
+        assert_eq!(health["backends"][0]["servers"][0]["weight"], 1.0);
+        let row = |health: &Value| {
+            let page = html(health, &[]);
+            let row = page
+                .lines()
+                .find(|line| {
+                    line.starts_with("<tr") && line.contains(&format!("<td>{server}</td>"))
+                })
+                .map(str::to_string);
+            row.expect("a row for the local server")
+        };
+        assert!(!row(&health).contains("slow start"), "{}", row(&health));
+        health["backends"][0]["servers"][0]["weight"] = 0.25.into();
+        assert!(
+            row(&health).contains("(3 checks), slow start at 25%</td>"),
+            "{}",
+            row(&health)
+        );
+    }
+
+    #[test]
     fn text_columns_line_up() {
         let (state, _) = testing::state(None);
         testing::mark_up(&state);

@@ -50,9 +50,9 @@ impl Backend {
         let all = || self.servers.iter().chain(peers.iter());
         let up = |role: Role| all().filter(move |s| s.role == role && s.health.is_up());
         let mut order = Order {
-            ramps: now.is_some(),
+            backend: self,
+            now,
             client_id: client_id.filter(|id| !id.is_empty() && self.balance == Balance::ClientId),
-            weigh: |server: &Server| now.map_or(1.0, |now| self.weight(server, now)),
             draw,
         };
         let locals: Vec<Arc<Server>> = up(Role::Local).cloned().collect();
@@ -78,35 +78,28 @@ impl Backend {
 }
 
 /// How one connection orders a tier.
-struct Order<'a, W, D> {
-    /// Whether slow start is on (a server may be ramping).
-    ramps: bool,
+struct Order<'a, D> {
+    backend: &'a Backend,
+    /// The time the weights are taken at; `None` = slow start is off.
+    now: Option<Instant>,
     /// The client id to hash; `None` = config order.
     client_id: Option<&'a str>,
-    /// A server's slow-start weight now.
-    weigh: W,
     /// Uniform draws in [0, 1).
     draw: D,
 }
 
-impl<W: Fn(&Server) -> f64, D: FnMut() -> f64> Order<'_, W, D> {
+impl<D: FnMut() -> f64> Order<'_, D> {
     /// Orders `tier`, weighing ramping servers when `ramp`, and says whether the tier declines
     /// this connection: every server of it ramps, and this connection is outside their share.
     fn rank(&mut self, tier: Vec<Arc<Server>>, ramp: bool) -> (Vec<Arc<Server>>, bool) {
-        let Order {
-            ramps,
-            client_id,
-            weigh,
-            draw,
-        } = self;
-        let ramp = ramp && *ramps;
-        let weigh = |server: &Server| if ramp { weigh(server) } else { 1.0 };
-        match *client_id {
-            // The path of most connections: config order as the servers came.
-            None if !ramp => (tier, false),
+        let (backend, now) = (self.backend, self.now.filter(|_| ramp));
+        let weigh = |server: &Server| now.map_or(1.0, |now| backend.weight(server, now));
+        match self.client_id {
+            None if tier.iter().all(|s| weigh(s) >= 1.0) => (tier, false),
             None => {
                 // Config order, with each ramping server moved behind the others unless a draw
                 // falls under its weight.
+                let draw = &mut self.draw;
                 let mut declined = true;
                 let (mut chosen, behind): (Vec<_>, Vec<_>) = tier.into_iter().partition(|s| {
                     let weight = weigh(s);
