@@ -144,6 +144,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
     let listeners: Vec<ListenerConfig> = listeners.into_iter().flatten().collect();
     let mut backends: Vec<BackendConfig> = backends.into_iter().flatten().collect();
     probe_headers(&listeners, &mut backends, &mut problems);
+    client_id_needs_preread(&listeners, &backends, &mut problems);
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
@@ -157,6 +158,29 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigError>> {
         cluster,
         runtime,
     })
+}
+
+/// A backend that balances by client id learns it from the CONNECT, which only a listener with
+/// `mqtt_preread` reads: every listener relaying to it must have it on.
+fn client_id_needs_preread(
+    listeners: &[ListenerConfig],
+    backends: &[BackendConfig],
+    problems: &mut Problems,
+) {
+    for (i, listener) in listeners.iter().enumerate() {
+        let backend = &backends[listener.backend];
+        if backend.balance == Balance::ClientId && !listener.mqtt_preread {
+            problems.add(
+                format!("listener[{i}].mqtt_preread"),
+                format!(
+                    "backend `{}` has balance = \"client-id\", which reads the client id from \
+                     each client's CONNECT: set mqtt_preread = true (WebSocket listeners cannot; \
+                     give them a local-first backend)",
+                    backend.name
+                ),
+            );
+        }
+    }
 }
 
 /// A backend's probes send the PROXY header its listeners send, so all of them must agree.
