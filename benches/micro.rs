@@ -65,7 +65,7 @@ fn backend(checked: bool, balance: &str, slowstart: &str) -> Backend {
     };
     let text = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-         [[listener]]\nname = \"mqtt\"\nlisten = \"127.0.0.1:1883\"\nbackend = \"broker\"\n\n\
+         [[listener]]\nname = \"mqtt\"\nlisten = \"127.0.0.1:1883\"\nbackend = \"broker\"\nmqtt_preread = true\n\n\
          [[backend]]\nname = \"broker\"\n\
          servers = [\"127.0.0.1:21883\", \"127.0.0.1:21884\", \"127.0.0.1:21885\"]\n\
          backup = [\"10.0.0.6:1883\", \"10.0.0.7:1883\"]\n\

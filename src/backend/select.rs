@@ -153,7 +153,7 @@ mod tests {
             items.join(", ")
         };
         let text = format!(
-            "[[listener]]\nname = \"mqtt\"\nlisten = \"127.0.0.1:0\"\nbackend = \"b\"\n\n\
+            "[[listener]]\nname = \"mqtt\"\nlisten = \"127.0.0.1:0\"\nbackend = \"b\"\nmqtt_preread = true\n\n\
              [[backend]]\nname = \"b\"\nservers = [{}]\nbackup = [{}]\n\
              balance = \"{balance}\"\nslowstart = \"{slowstart}\"\n\
              [backend.check]\nkind = \"tcp\"\n",

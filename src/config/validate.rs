@@ -603,7 +603,7 @@ mod tests {
 
     #[test]
     fn balance_and_slowstart_default_to_local_first_at_once() {
-        let base = "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nbackend = \"b\"\n\
+        let base = "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nbackend = \"b\"\nmqtt_preread = true\n\
                     [[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:2\"]\n";
         let plain = validate(base).unwrap();
         assert_eq!(plain.backends[0].balance, Balance::LocalFirst);
