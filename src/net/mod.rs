@@ -3,6 +3,7 @@
 //! and the words an operator reads when a port cannot be opened. A leaf: it imports nothing of
 //! the sidecar but the config's types.
 
+pub mod memory_wait;
 pub mod proxy_protocol;
 pub mod socket;
 

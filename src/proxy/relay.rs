@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::pipe::Pipe;
+use crate::net::memory_wait::{MemoryWait, send_now};
 use crate::net::socket::{set_reset_on_close, shutdown_write};
 
 /// Bytes read per call: large enough for bulk transfers, borrowed only while data is ready.
@@ -69,8 +70,15 @@ pub struct Counters<'a> {
     pub to_client: &'a IntCounter,
 }
 
-/// Bytes read but not yet accepted by the destination.
-enum Owed {
+/// Bytes read but not yet accepted by the destination, and how a write of them is waited for.
+struct Owed {
+    bytes: OwedBytes,
+    /// Retries where the kernel refused a write for want of memory (no wake-up would come).
+    wait: MemoryWait,
+}
+
+/// Where the owed bytes are.
+enum OwedBytes {
     /// Copied out of the thread's buffer; `written` of them are sent.
     Copied { bytes: Vec<u8>, written: usize },
     /// Still in a pipe: `len` bytes.
@@ -78,6 +86,13 @@ enum Owed {
 }
 
 impl Owed {
+    fn new(bytes: OwedBytes) -> Box<Owed> {
+        Box::new(Owed {
+            bytes,
+            wait: MemoryWait::default(),
+        })
+    }
+
     /// Writes what is owed to `dst` until it is all sent (Ready(Ok)) or `dst` would block.
     fn poll_flush(
         &mut self,
@@ -85,23 +100,45 @@ impl Owed {
         dst: &mut TcpStream,
         counter: &IntCounter,
     ) -> Poll<io::Result<()>> {
-        match self {
-            Owed::Copied { bytes, written } => {
+        let wait = &mut self.wait;
+        match &mut self.bytes {
+            OwedBytes::Copied { bytes, written } => {
                 while *written < bytes.len() {
-                    let n = ready!(Pin::new(&mut *dst).poll_write(cx, &bytes[*written..]))?;
+                    let n = match Pin::new(&mut *dst).poll_write(cx, &bytes[*written..]) {
+                        Poll::Ready(result) => result?,
+                        Poll::Pending => {
+                            ready!(wait.poll_retry(cx, dst));
+                            match send_now(dst, &bytes[*written..]) {
+                                Ok(n) => n,
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                                Err(error) => return Poll::Ready(Err(error)),
+                            }
+                        }
+                    };
                     if n == 0 {
                         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }
+                    wait.clear();
                     *written += n;
                     counter.inc_by(n as u64);
                 }
             }
-            Owed::Piped { pipe, len } => {
+            OwedBytes::Piped { pipe, len } => {
                 while *len > 0 {
-                    ready!(dst.poll_write_ready(cx))?;
                     let fd = dst.as_raw_fd();
-                    match dst.try_io(Interest::WRITABLE, || pipe.drain_to(fd, *len)) {
+                    let drained = match dst.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            dst.try_io(Interest::WRITABLE, || pipe.drain_to(fd, *len))
+                        }
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                        Poll::Pending => {
+                            ready!(wait.poll_retry(cx, dst));
+                            pipe.drain_to(fd, *len)
+                        }
+                    };
+                    match drained {
                         Ok(n) => {
+                            wait.clear();
                             *len -= n;
                             counter.inc_by(n as u64);
                         }
@@ -116,7 +153,7 @@ impl Owed {
 
     /// Gives an emptied pipe back for the next transfer.
     fn release(self) {
-        if let Owed::Piped { pipe, .. } = self {
+        if let OwedBytes::Piped { pipe, .. } = self.bytes {
             pipe.give_back();
         }
     }
@@ -272,7 +309,7 @@ fn copy_transfer(
             Step::Sent(read)
         } else {
             let bytes = buffer[sent..read].to_vec();
-            Step::Owed(Box::new(Owed::Copied { bytes, written: 0 }), sent)
+            Step::Owed(Owed::new(OwedBytes::Copied { bytes, written: 0 }), sent)
         })
     })
 }
@@ -314,8 +351,8 @@ fn splice_transfer(
         match dst.try_io(Interest::WRITABLE, || pipe.drain_to(fd, left)) {
             Ok(n) => left -= n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let owed = Owed::Piped { pipe, len: left };
-                return Poll::Ready(Step::Owed(Box::new(owed), read - left));
+                let owed = Owed::new(OwedBytes::Piped { pipe, len: left });
+                return Poll::Ready(Step::Owed(owed, read - left));
             }
             // The pipe still holds bytes: it is dropped (closed), never pooled.
             Err(error) => {

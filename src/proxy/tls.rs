@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use super::relay::{Counters, Failure, RelayEnd, Side, Timeouts, Timer};
 use crate::metrics::HandshakeFailure;
 use crate::mqtt::ConnectSource;
+use crate::net::memory_wait::{MemoryWait, send_now};
 use crate::net::socket::shutdown_write;
 
 /// Client bytes read per call.
@@ -323,6 +324,8 @@ struct Pending(Option<Box<Owed>>);
 struct Owed {
     bytes: Vec<u8>,
     sent: usize,
+    /// Retries where the kernel refused a write for want of memory (no wake-up would come).
+    wait: MemoryWait,
 }
 
 impl Pending {
@@ -349,6 +352,7 @@ impl Pending {
             self.0 = Some(Box::new(Owed {
                 bytes: data[sent..].to_vec(),
                 sent: 0,
+                wait: MemoryWait::default(),
             }));
         }
         Ok(sent)
@@ -366,11 +370,19 @@ impl Pending {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending if owed.sent > start => break,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    ready!(owed.wait.poll_retry(cx, dst));
+                    match send_now(dst, &owed.bytes[owed.sent..]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            owed.wait.clear();
             owed.sent += n;
         }
         let written = owed.sent - start;
