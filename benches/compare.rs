@@ -32,6 +32,8 @@ mod connrate;
 mod idle;
 #[path = "loadgen/mqtt.rs"]
 mod mqtt;
+#[path = "loadgen/msgcost.rs"]
+mod msgcost;
 #[path = "loadgen/procs.rs"]
 mod procs;
 #[path = "loadgen/reload.rs"]
@@ -116,12 +118,15 @@ const USAGE: &str = "usage: cargo bench --bench compare -- [OPTIONS]   (or bench
   --connections N      idle MQTT(S) connections for the RSS figures (default 9000)
   --concurrency C      clients connecting at once for connections/s (default 64)
   --samples N          MQTT round trips timed per target (default 5000)
+  --msg-rate R         messages published per second in all for msgcost (default 50000; 5000
+                       with --smoke)
   --targets LIST       comma-separated among haproxy,haproxy-splice,nginx,brokerside (direct is
                        always measured: every ratio needs it)
   --figures LIST       comma-separated among bulk (= bulk1,bulk8),bulk1,bulk8,conn,idle,rtt,
                        reload, tls (= tls-idle,tls-handshake,tls-bulk),tls-idle,tls-handshake,
-                       tls-bulk (default all; reload measures brokerside only, the tls figures
-                       HAProxy, NGINX and brokerside)
+                       tls-bulk, rtt-pinned, msgcost, cost (= conn,rtt-pinned,msgcost) (default
+                       all; reload measures brokerside only, the tls figures HAProxy, NGINX and
+                       brokerside)
   --quiet-load L       1-minute load under which the machine counts as quiet (default 0.7)
   --quiet-timeout S    longest wait for a quiet machine before each figure (default 60)
   --out DIR            where the table, CSVs and chart go (default benches/results)
@@ -136,6 +141,7 @@ struct Options {
     connections: usize,
     concurrency: usize,
     samples: usize,
+    msg_rate: u64,
     targets: Vec<Target>,
     steps: Vec<Step>,
     quiet_load: f64,
@@ -153,6 +159,7 @@ impl Options {
             connections: DEFAULT_CONNECTIONS,
             concurrency: DEFAULT_CONN_CONCURRENCY,
             samples: DEFAULT_SAMPLES,
+            msg_rate: msgcost::DEFAULT_RATE,
             targets: Target::ALL.to_vec(),
             steps: Step::ALL.to_vec(),
             quiet_load: DEFAULT_QUIET_LOAD,
@@ -174,6 +181,7 @@ impl Options {
                     options.seconds = 1;
                     options.connections = 200;
                     options.samples = 500;
+                    options.msg_rate = msgcost::SMOKE_RATE;
                     options.quiet_timeout = Duration::from_secs(5);
                 }
                 "--rounds" => options.rounds = number(&arg, args.next())?,
@@ -181,6 +189,7 @@ impl Options {
                 "--connections" => options.connections = number(&arg, args.next())?,
                 "--concurrency" => options.concurrency = number(&arg, args.next())?,
                 "--samples" => options.samples = number(&arg, args.next())?,
+                "--msg-rate" => options.msg_rate = number(&arg, args.next())?,
                 "--quiet-load" => options.quiet_load = number(&arg, args.next())?,
                 "--quiet-timeout" => {
                     options.quiet_timeout = Duration::from_secs(number(&arg, args.next())?);
@@ -204,8 +213,14 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
-        if options.rounds == 0 || options.seconds == 0 || options.concurrency == 0 {
-            return Err("--rounds, --seconds and --concurrency must be positive".into());
+        if options.rounds == 0
+            || options.seconds == 0
+            || options.concurrency == 0
+            || options.msg_rate == 0
+        {
+            return Err(
+                "--rounds, --seconds, --concurrency and --msg-rate must be positive".into(),
+            );
         }
         if options.connections < 2 || options.samples < 2 {
             return Err("--connections and --samples must be at least 2".into());
@@ -246,10 +261,12 @@ enum Step {
     TlsIdle,
     TlsHandshake,
     TlsBulk,
+    RttPinned,
+    MsgCost,
 }
 
 impl Step {
-    const ALL: [Step; 9] = [
+    const ALL: [Step; 11] = [
         Step::Bulk1,
         Step::Bulk8,
         Step::Conn,
@@ -259,6 +276,8 @@ impl Step {
         Step::TlsIdle,
         Step::TlsHandshake,
         Step::TlsBulk,
+        Step::RttPinned,
+        Step::MsgCost,
     ];
 
     fn parse(name: &str) -> Result<Vec<Step>, String> {
@@ -274,9 +293,12 @@ impl Step {
             "tls-idle" => Ok(vec![Step::TlsIdle]),
             "tls-handshake" => Ok(vec![Step::TlsHandshake]),
             "tls-bulk" => Ok(vec![Step::TlsBulk]),
+            "rtt-pinned" => Ok(vec![Step::RttPinned]),
+            "msgcost" => Ok(vec![Step::MsgCost]),
+            "cost" => Ok(vec![Step::Conn, Step::RttPinned, Step::MsgCost]),
             other => Err(format!(
                 "--figures: unknown figure {other:?} (bulk, bulk1, bulk8, conn, idle, rtt, \
-                 reload, tls, tls-idle, tls-handshake, tls-bulk)"
+                 reload, tls, tls-idle, tls-handshake, tls-bulk, rtt-pinned, msgcost, cost)"
             )),
         }
     }
@@ -292,6 +314,8 @@ impl Step {
             Step::TlsIdle => "idle MQTTS connections (TLS)",
             Step::TlsHandshake => "full TLS 1.3 handshakes/s",
             Step::TlsBulk => "TLS bulk, 1 stream",
+            Step::RttPinned => "MQTT round trips, pinned to one CPU",
+            Step::MsgCost => "64 publishers + 64 subscribers",
         }
     }
 
@@ -513,7 +537,9 @@ async fn measure(
         }
         Step::Idle => idle_rss(options, scratch, target, &tls::Plain).await,
         Step::TlsIdle => idle_rss(options, scratch, target, tls()?).await,
-        Step::Rtt => round_trips(options, scratch, target).await,
+        Step::Rtt => round_trips(options, scratch, target, None).await,
+        Step::RttPinned => round_trips(options, scratch, target, Some(msgcost::PINNED_CPU)).await,
+        Step::MsgCost => message_cost(options, scratch, target).await,
         Step::Reload => config_reloads(options, scratch, target).await,
         Step::TlsBulk => tls_bulk(options, scratch, target, tls()?).await,
     }
@@ -663,19 +689,30 @@ async fn tls_bulk(
     })
 }
 
-/// Publish→subscribe round trips through `target` to a fresh mosquitto, one in flight.
+/// Publish→subscribe round trips through `target` to a fresh mosquitto, one in flight; with
+/// `pinned`, the proxy, the broker and both clients all run on that one CPU.
 async fn round_trips(
     options: &Options,
     scratch: &Scratch,
     target: Target,
+    pinned: Option<usize>,
 ) -> Result<Measured, String> {
     let broker_port = free_port()?;
-    let _broker = targets::start_broker(scratch, broker_port)?;
+    let broker = targets::start_broker(scratch, broker_port)?;
     let path = targets::start(target, scratch, broker_port, None)?;
+    if let Some(cpu) = pinned {
+        msgcost::pin_family(&broker, cpu)?;
+        if let Some(proxy) = &path.proxy {
+            msgcost::pin_family(proxy, cpu)?;
+        }
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
     let samples = options.samples;
     // Blocking sockets on a thread of their own: no runtime between the socket and the clock.
     let timed = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>, String> {
+        if let Some(cpu) = pinned {
+            msgcost::pin_this_thread(cpu)?;
+        }
         let mut pair =
             mqtt::RoundTrip::connect(addr, PAYLOAD).map_err(|error| error.to_string())?;
         // Warm-up: caches, the broker's subscription lookup, TCP windows.
@@ -694,14 +731,92 @@ async fn round_trips(
     let mut micros: Vec<f64> = timed.iter().map(|d| d.as_secs_f64() * 1e6).collect();
     micros.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&micros, 0.50), percentile(&micros, 0.99));
+    let figures = match pinned {
+        None => vec![(Figure::RttP50, p50), (Figure::RttP99, p99)],
+        Some(_) => vec![(Figure::RttPinnedP50, p50), (Figure::RttPinnedP99, p99)],
+    };
     Ok(Measured {
-        figures: vec![(Figure::RttP50, p50), (Figure::RttP99, p99)],
+        figures,
         bulk: None,
         line: format!(
-            "p50 {p50:.1} µs, p99 {p99:.1} µs over {} round trips",
-            micros.len()
+            "p50 {p50:.1} µs, p99 {p99:.1} µs over {} round trips{}",
+            micros.len(),
+            pinned
+                .map(|cpu| format!(", everything on CPU {cpu}"))
+                .unwrap_or_default()
         ),
         note: None,
+    })
+}
+
+/// 64 publishers and 64 subscribers through `target` to a fresh mosquitto at a fixed rate: the
+/// proxy's CPU per million messages relayed (each counted going in and coming out), and the
+/// broker's CPU per million published over the same window, which shows the load was the same.
+async fn message_cost(
+    options: &Options,
+    scratch: &Scratch,
+    target: Target,
+) -> Result<Measured, String> {
+    let broker_port = free_port()?;
+    let broker = targets::start_broker(scratch, broker_port)?;
+    let path = targets::start(target, scratch, broker_port, None)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
+    let window = Duration::from_secs(options.seconds);
+    let run = msgcost::run(
+        addr,
+        path.proxy.as_ref(),
+        &broker,
+        PAYLOAD,
+        options.msg_rate,
+        window,
+    )
+    .await?;
+    if let Some(proxy) = &path.proxy {
+        proxy.check_running()?;
+    }
+    broker.check_running()?;
+    let millions = |n: u64| n as f64 / 1e6;
+    let rate = run.rate();
+    let broker_cpu = run.broker_cpu.as_secs_f64() / millions(run.published);
+    let mut figures = vec![(Figure::MsgRate, rate), (Figure::MsgBrokerCpu, broker_cpu)];
+    let proxy_cpu = run
+        .proxy_cpu
+        .map(|cpu| cpu.as_secs_f64() / millions(run.relayed()));
+    if let Some(cpu) = proxy_cpu {
+        figures.push((Figure::MsgCpu, cpu));
+    }
+    let mut problems = Vec::new();
+    if rate < 0.97 * options.msg_rate as f64 {
+        problems.push(format!(
+            "published {rate:.0}/s of the {} asked: the machine could not keep up",
+            options.msg_rate
+        ));
+    }
+    if run.lost > 0 {
+        problems.push(format!(
+            "{} messages never reached their subscriber",
+            run.lost
+        ));
+    }
+    Ok(Measured {
+        figures,
+        bulk: None,
+        line: format!(
+            "{} published/s, {} relayed in {:.1} s; proxy CPU {} per M relayed, broker CPU \
+             {broker_cpu:.2} s per M published{}",
+            text::thousands(rate.round() as u64),
+            text::thousands(run.relayed()),
+            run.window.as_secs_f64(),
+            proxy_cpu
+                .map(|cpu| format!("{cpu:.2} s"))
+                .unwrap_or_else(|| "—".into()),
+            if problems.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", problems.join("; "))
+            }
+        ),
+        note: (!problems.is_empty()).then(|| problems.join("; ")),
     })
 }
 
@@ -1038,6 +1153,30 @@ fn conditions(options: &Options, results: &Results) -> String {
          messages.",
         text::thousands(options.samples as u64),
         (options.samples / 10).max(10)
+    );
+    let _ = writeln!(
+        out,
+        "- MQTT round trip, pinned (issue 15): the same round trips with the proxy (every thread \
+         of it and of its workers), mosquitto and both client threads pinned to CPU {} \
+         (sched_setaffinity, as `taskset -a -p`), so every hop of a round trip runs on one core \
+         and the ratio to direct shows what the proxy's crossings cost.",
+        msgcost::PINNED_CPU
+    );
+    let _ = writeln!(
+        out,
+        "- Message cost (issue 15): {} publishers and {} subscribers (blocking sockets, \
+         TCP_NODELAY), each pair on a topic of its own, through the target to mosquitto; {} B \
+         QoS 0 messages published at {} per second in all (one thread on a schedule, one write \
+         per message, round robin), {} s of warm-up, then a window of {} s. Proxy CPU (utime + \
+         stime, NGINX master + workers) over the window per million messages relayed, each \
+         counted going in (published) and coming out (delivered); broker CPU over the same \
+         window per million published.",
+        msgcost::PAIRS,
+        msgcost::PAIRS,
+        PAYLOAD,
+        text::thousands(options.msg_rate),
+        msgcost::WARM_UP.as_secs(),
+        options.seconds
     );
     let _ = writeln!(
         out,

@@ -32,14 +32,16 @@ fn distinct(sources: &[IpAddr]) -> BTreeSet<IpAddr> {
 }
 
 #[tokio::test]
-async fn auto_spreads_connections_over_several_loopback_sources() {
-    // `loopback_sources` left out: "auto" is the default.
+async fn auto_leaves_the_source_to_the_kernel_while_ports_are_plenty() {
+    // `loopback_sources` left out: "auto" is the default. It binds a source (two system calls per
+    // connection) only once a server holds many connections or a connect ran out of ports; the
+    // rotation itself is unit-tested in `backend::loopback`.
     let seen = sources_seen("").await;
     assert!(
         seen.iter().all(|ip| ip.is_loopback() && ip.is_ipv4()),
         "{seen:?}"
     );
-    assert!(distinct(&seen).len() > 1, "one source only: {seen:?}");
+    assert_eq!(distinct(&seen).len(), 1, "rotated too early: {seen:?}");
 }
 
 #[tokio::test]

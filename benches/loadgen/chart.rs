@@ -136,7 +136,10 @@ fn draw_chart(
         .draw_series(figures.iter().enumerate().filter_map(|(i, f)| {
             let level = match f.goal() {
                 Goal::RatioAtLeast(r) | Goal::RatioAtMost(r) => r,
-                Goal::AtMost(_) | Goal::NoWorseThanHaproxy | Goal::None => return None,
+                Goal::AtMost(_)
+                | Goal::NoWorseThanHaproxy
+                | Goal::TimesBestPeer(_)
+                | Goal::None => return None,
             };
             let x = i as f64;
             Some(PathElement::new(

@@ -169,7 +169,7 @@ pub fn check_still_open(clients: &[impl StillOpen]) -> Result<(), String> {
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A blocking MQTT connection with Nagle off, CONNACK received.
-fn connect_blocking(addr: SocketAddr, client_id: &str) -> io::Result<StdStream> {
+pub fn connect_blocking(addr: SocketAddr, client_id: &str) -> io::Result<StdStream> {
     let mut stream = StdStream::connect_timeout(&addr, ROUND_TRIP_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(ROUND_TRIP_TIMEOUT))?;
@@ -178,6 +178,19 @@ fn connect_blocking(addr: SocketAddr, client_id: &str) -> io::Result<StdStream> 
     stream.read_exact(&mut connack)?;
     check_connack(connack)?;
     Ok(stream)
+}
+
+/// Subscribes `stream` to `topic` at QoS 0 and waits for the SUBACK that grants it.
+pub fn subscribe_blocking(stream: &mut StdStream, topic: &str) -> io::Result<()> {
+    stream.write_all(&subscribe_packet(topic))?;
+    let mut suback = [0u8; 5];
+    stream.read_exact(&mut suback)?;
+    if suback != [0x90, 0x03, 0x00, 0x01, 0x00] {
+        return Err(io::Error::other(format!(
+            "expected a SUBACK granting QoS 0, got {suback:02x?}"
+        )));
+    }
+    Ok(())
 }
 
 /// A publisher and a subscriber to one topic, both connected to `addr`.
@@ -193,14 +206,7 @@ impl RoundTrip {
     pub fn connect(addr: SocketAddr, payload_len: usize) -> io::Result<RoundTrip> {
         const TOPIC: &str = "bench/rtt";
         let mut subscriber = connect_blocking(addr, "rtt-sub")?;
-        subscriber.write_all(&subscribe_packet(TOPIC))?;
-        let mut suback = [0u8; 5];
-        subscriber.read_exact(&mut suback)?;
-        if suback != [0x90, 0x03, 0x00, 0x01, 0x00] {
-            return Err(io::Error::other(format!(
-                "expected a SUBACK granting QoS 0, got {suback:02x?}"
-            )));
-        }
+        subscribe_blocking(&mut subscriber, TOPIC)?;
         let publisher = connect_blocking(addr, "rtt-pub")?;
         let message = publish_packet(TOPIC, &vec![b'x'; payload_len]);
         let received = vec![0; message.len()];

@@ -27,6 +27,9 @@ pub enum Goal {
     RatioAtMost(f64),
     /// The median value, in the figure's unit, is at most this.
     AtMost(f64),
+    /// The median (its ratio to direct, for relative figures) is at most this times the best
+    /// peer's: HAProxy, HAProxy+splice or NGINX, whichever did best in this run (issue 15).
+    TimesBestPeer(f64),
 }
 
 /// One row of the table.
@@ -50,10 +53,15 @@ pub enum Figure {
     TlsCpuPerHandshake,
     TlsBulk,
     TlsCpuPerGb,
+    RttPinnedP50,
+    RttPinnedP99,
+    MsgRate,
+    MsgCpu,
+    MsgBrokerCpu,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 18] = [
+    pub const ALL: [Figure; 23] = [
         Figure::Bulk1,
         Figure::Bulk8,
         Figure::CpuPerGb,
@@ -72,6 +80,11 @@ impl Figure {
         Figure::TlsCpuPerHandshake,
         Figure::TlsBulk,
         Figure::TlsCpuPerGb,
+        Figure::RttPinnedP50,
+        Figure::RttPinnedP99,
+        Figure::MsgRate,
+        Figure::MsgCpu,
+        Figure::MsgBrokerCpu,
     ];
 
     pub fn label(self) -> &'static str {
@@ -96,6 +109,11 @@ impl Figure {
             Figure::TlsCpuPerHandshake => "TLS: proxy CPU per full handshake",
             Figure::TlsBulk => "TLS: bulk, 1 stream, TLS in, plaintext out",
             Figure::TlsCpuPerGb => "TLS: proxy CPU per GB, TLS in, plaintext out",
+            Figure::RttPinnedP50 => "MQTT RTT p50, everything pinned to one CPU",
+            Figure::RttPinnedP99 => "MQTT RTT p99, everything pinned to one CPU",
+            Figure::MsgRate => "64 pub + 64 sub: messages published/s",
+            Figure::MsgCpu => "proxy CPU per million messages relayed (in + out)",
+            Figure::MsgBrokerCpu => "broker CPU per million messages published, same window",
         }
     }
 
@@ -120,18 +138,27 @@ impl Figure {
             Figure::TlsCpuPerHandshake => "tls_cpu_per_handshake",
             Figure::TlsBulk => "tls_bulk",
             Figure::TlsCpuPerGb => "tls_cpu_per_gb",
+            Figure::RttPinnedP50 => "rtt_pinned_p50",
+            Figure::RttPinnedP99 => "rtt_pinned_p99",
+            Figure::MsgRate => "msgcost_published_per_s",
+            Figure::MsgCpu => "msgcost_proxy_cpu_per_million",
+            Figure::MsgBrokerCpu => "msgcost_broker_cpu_per_million",
         }
     }
 
     pub fn unit(self) -> &'static str {
         match self {
             Figure::Bulk1 | Figure::Bulk8 => "Gbit/s",
-            Figure::CpuPerGb | Figure::TlsCpuPerGb => "s",
+            Figure::CpuPerGb | Figure::TlsCpuPerGb | Figure::MsgCpu | Figure::MsgBrokerCpu => "s",
+            Figure::MsgRate => "msg/s",
             Figure::ConnRate => "conn/s",
             Figure::TlsHandshakeRate => "handshakes/s",
-            Figure::CpuPerConn | Figure::RttP50 | Figure::RttP99 | Figure::TlsCpuPerHandshake => {
-                "µs"
-            }
+            Figure::CpuPerConn
+            | Figure::RttP50
+            | Figure::RttP99
+            | Figure::TlsCpuPerHandshake
+            | Figure::RttPinnedP50
+            | Figure::RttPinnedP99 => "µs",
             Figure::RssPerIdle | Figure::TlsRssPerIdle => "KiB",
             Figure::RssAtStart | Figure::TlsRssAtStart => "MB",
             Figure::ReloadTime => "ms",
@@ -146,7 +173,8 @@ impl Figure {
             | Figure::Bulk8
             | Figure::ConnRate
             | Figure::TlsHandshakeRate
-            | Figure::TlsBulk => Better::Higher,
+            | Figure::TlsBulk
+            | Figure::MsgRate => Better::Higher,
             _ => Better::Lower,
         }
     }
@@ -156,7 +184,14 @@ impl Figure {
     pub fn relative(self) -> bool {
         matches!(
             self,
-            Figure::Bulk1 | Figure::Bulk8 | Figure::ConnRate | Figure::RttP50 | Figure::RttP99
+            Figure::Bulk1
+                | Figure::Bulk8
+                | Figure::ConnRate
+                | Figure::RttP50
+                | Figure::RttP99
+                | Figure::RttPinnedP50
+                | Figure::RttPinnedP99
+                | Figure::MsgRate
         )
     }
 
@@ -186,6 +221,9 @@ impl Figure {
             target == Target::Brokerside
         } else if self.tls() {
             !matches!(target, Target::Direct | Target::HaproxySplice)
+        } else if self == Figure::MsgBrokerCpu {
+            // The broker runs behind every target, direct included: its CPU shows the load.
+            true
         } else {
             target != Target::Direct || self.relative()
         }
@@ -219,6 +257,9 @@ impl Figure {
             Figure::TlsCpuPerHandshake => Goal::AtMost(200.0),
             Figure::TlsBulk => Goal::None,
             Figure::TlsCpuPerGb => Goal::AtMost(0.60),
+            Figure::RttPinnedP50 => Goal::RatioAtMost(1.7),
+            Figure::RttPinnedP99 | Figure::MsgRate | Figure::MsgBrokerCpu => Goal::None,
+            Figure::MsgCpu => Goal::TimesBestPeer(0.8),
         }
     }
 
@@ -232,8 +273,10 @@ impl Figure {
             | Figure::ReloadRttP99
             | Figure::TlsRssPerIdle
             | Figure::TlsRssAfterClose
-            | Figure::TlsCpuPerGb => format!("{value:.2}"),
-            Figure::ConnRate | Figure::TlsHandshakeRate | Figure::TlsBulk => {
+            | Figure::TlsCpuPerGb
+            | Figure::MsgCpu
+            | Figure::MsgBrokerCpu => format!("{value:.2}"),
+            Figure::ConnRate | Figure::TlsHandshakeRate | Figure::TlsBulk | Figure::MsgRate => {
                 thousands(value.round() as u64)
             }
             Figure::CpuPerConn
@@ -242,7 +285,9 @@ impl Figure {
             | Figure::RssAtStart
             | Figure::ReloadTime
             | Figure::TlsRssAtStart
-            | Figure::TlsCpuPerHandshake => format!("{value:.1}"),
+            | Figure::TlsCpuPerHandshake
+            | Figure::RttPinnedP50
+            | Figure::RttPinnedP99 => format!("{value:.1}"),
         }
     }
 }
@@ -254,7 +299,8 @@ fn goal_text(goal: Goal, figure: Figure) -> String {
         Goal::AtMost(v) if figure.unit() == "×" => format!("≤ ×{v}"),
         Goal::AtMost(v) => format!("≤ {v} {}", figure.unit()),
         Goal::NoWorseThanHaproxy => "≥ HAProxy".into(),
-        Goal::None => "— (context for the row below)".into(),
+        Goal::TimesBestPeer(f) => format!("≤ {f:.2} × the best peer"),
+        Goal::None => "— (context)".into(),
     }
 }
 
@@ -447,6 +493,7 @@ impl Results {
                         Goal::RatioAtLeast(r) => Some(v >= r),
                         Goal::RatioAtMost(r) | Goal::AtMost(r) => Some(v <= r),
                         Goal::NoWorseThanHaproxy => haproxy_best.map(|(h, _)| no_worse_than(v, h)),
+                        Goal::TimesBestPeer(f) => self.best_peer(figure).map(|p| v <= f * p),
                         Goal::None => None,
                     };
                     let verdict = ok.map_or("—".to_string(), |ok| met(ok).to_string());
@@ -475,6 +522,15 @@ impl Results {
             );
         }
         out
+    }
+
+    /// The best median among the other proxies (HAProxy, HAProxy+splice, NGINX) on a figure
+    /// where lower is better.
+    fn best_peer(&self, figure: Figure) -> Option<f64> {
+        [Target::Haproxy, Target::HaproxySplice, Target::Nginx]
+            .into_iter()
+            .filter_map(|t| self.judged(figure, t))
+            .reduce(f64::min)
     }
 
     /// One line per figure and target: medians, ranges and ratios.

@@ -1,6 +1,7 @@
 //! Opening the backend side of a connection: servers tried in order, each within the backend's
-//! connect timeout, from a rotated source address when the server is on loopback. A connect that
-//! succeeds is timed into the backend's latency histogram and counted on its server.
+//! connect timeout, from a rotated source address when the server is on loopback and its ports
+//! run short. A connect that succeeds is timed into the backend's latency histogram and counted
+//! on its server.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -21,8 +22,23 @@ pub async fn connect(
     for server in backend.candidates(client_id) {
         let started = Instant::now();
         let attempt = async {
-            let socket = upstream_socket(server.addr, backend.loopback.next_for(server.addr))?;
-            socket.connect(server.addr).await
+            let open = server.metrics.active.get();
+            let source = backend.loopback.next_for(server.addr, open);
+            let connected = upstream_socket(server.addr, source)?
+                .connect(server.addr)
+                .await;
+            match connected {
+                // The kernel's choice ran out of ports: once more, from a rotated source.
+                Err(error)
+                    if source.is_none() && backend.loopback.ran_short(server.addr, &error) =>
+                {
+                    let source = backend.loopback.next_for(server.addr, open);
+                    upstream_socket(server.addr, source)?
+                        .connect(server.addr)
+                        .await
+                }
+                connected => connected,
+            }
         };
         match tokio::time::timeout(backend.connect_timeout, attempt).await {
             Ok(Ok(stream)) => {
