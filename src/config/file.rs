@@ -17,6 +17,10 @@ pub struct FileListener {
     pub idle_timeout: Option<String>,
     pub half_close_timeout: Option<String>,
     pub backlog: Option<i64>,
+    pub max_connection_rate: Option<i64>,
+    pub burst: Option<i64>,
+    pub admission_queue: Option<i64>,
+    pub admission_timeout: Option<String>,
     pub tls: Option<FileTls>,
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::backend::{Backend, BackendId, PeerList};
-use crate::config::{Config, ConfigError, DiscoveryKind, ProxyProtocol, TokenSource};
+use crate::config::{Config, ConfigError, DiscoveryKind, Pacing, ProxyProtocol, TokenSource};
 use crate::discovery::{SelfNode, Source};
 use crate::health::ServerHealth;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -91,6 +91,8 @@ pub struct ListenerPlan {
     pub half_close_timeout: Option<Duration>,
     /// Connections held at once.
     pub max_connections: u32,
+    /// Admission pacing of new clients; `None` = unpaced.
+    pub pacing: Option<Pacing>,
     /// TLS terminated before anything else; `None` = bytes pass through.
     pub tls: Option<Arc<Terminator>>,
 }
@@ -223,6 +225,7 @@ impl Runtime {
                         idle_timeout: listener.idle_timeout,
                         half_close_timeout: listener.half_close_timeout,
                         max_connections: listener.max_connections,
+                        pacing: listener.pacing.enabled().then_some(listener.pacing),
                         tls,
                     }),
                     metrics: socket.metrics.clone(),
