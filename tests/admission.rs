@@ -21,7 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-/// One storm at a time in this file: two at once on a small CI host would measure each other.
+/// One test at a time in this file: they time what they see, and two at once on a small CI host
+/// would measure each other.
 static STORM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What a client of the storm met.
@@ -269,6 +270,7 @@ async fn beyond_the_queue_clients_are_closed_quietly_and_counted() {
 /// counted as `timeout`. `/health` shows the listener's admission.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_turn_comes_too_late_is_closed_at_once() {
+    let _one = STORM.lock().await;
     let broker = start_rumqttd().await;
     let sidecar = start_sidecar(&relay_config(&[broker.mqtt], &paced(2, 1, 10, "700ms"), ""));
     let addr = sidecar.addr("mqtt");
@@ -315,6 +317,7 @@ async fn a_client_whose_turn_comes_too_late_is_closed_at_once() {
 /// those whose turn then comes after their timeout are closed quietly when they wake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_to_a_lower_rate_moves_held_clients_later() {
+    let _one = STORM.lock().await;
     let broker = start_rumqttd().await;
     let config = |rate: u32| {
         format!(
