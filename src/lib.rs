@@ -17,6 +17,7 @@ pub mod config;
 pub mod discovery;
 pub mod health;
 pub mod http_get;
+pub mod memory;
 pub mod metrics;
 pub mod mqtt;
 pub mod net;

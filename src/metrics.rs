@@ -38,16 +38,20 @@ pub enum RefuseReason {
     BackendError,
     /// The client left before relaying began (its socket could no longer tell its address).
     ClientGone,
+    /// The client's first packet was not a CONNECT within `max_connect_size` and
+    /// `preread_timeout` (garbage, a wrong protocol name, too large, truncated, late).
+    MqttConnect,
 }
 
 impl RefuseReason {
     /// Every reason, for pre-creating label sets so that each series exists from the start.
-    pub const ALL: [RefuseReason; 5] = [
+    pub const ALL: [RefuseReason; 6] = [
         RefuseReason::Limit,
         RefuseReason::NoBackend,
         RefuseReason::ProxyHeader,
         RefuseReason::BackendError,
         RefuseReason::ClientGone,
+        RefuseReason::MqttConnect,
     ];
 
     /// The `reason` label value.
@@ -58,6 +62,7 @@ impl RefuseReason {
             RefuseReason::ProxyHeader => "proxy_header",
             RefuseReason::BackendError => "backend_error",
             RefuseReason::ClientGone => "client_gone",
+            RefuseReason::MqttConnect => "mqtt_connect",
         }
     }
 }
@@ -241,7 +246,7 @@ pub struct ListenerMetrics {
     pub limit: IntGauge,
     /// Connections accepted since start.
     pub total: IntCounter,
-    refused: [IntCounter; 5],
+    refused: [IntCounter; RefuseReason::ALL.len()],
     /// Connections ended by a reset from the client side.
     pub reset_by_client: IntCounter,
     /// Connections ended by a reset from the backend side.

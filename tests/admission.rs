@@ -267,12 +267,15 @@ async fn beyond_the_queue_clients_are_closed_quietly_and_counted() {
 
 /// At 2/s with a 700 ms timeout: the first client goes at once, the second is held about half a
 /// second and connects, the third (whose turn would come after a second) is closed at once and
-/// counted as `timeout`. `/health` shows the listener's admission.
+/// counted as `timeout`. `/health` shows the listener's admission. The listener reads the
+/// CONNECT too, which happens after the hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_turn_comes_too_late_is_closed_at_once() {
     let _one = STORM.lock().await;
     let broker = start_rumqttd().await;
-    let sidecar = start_sidecar(&relay_config(&[broker.mqtt], &paced(2, 1, 10, "700ms"), ""));
+    // With the CONNECT preread on: a held client's CONNECT is read only once it is let through.
+    let listener = format!("{}\nmqtt_preread = true", paced(2, 1, 10, "700ms"));
+    let sidecar = start_sidecar(&relay_config(&[broker.mqtt], &listener, ""));
     let addr = sidecar.addr("mqtt");
     let mut clients = JoinSet::new();
     for i in 0..3 {

@@ -169,6 +169,12 @@ pub fn to_toml(config: &Config) -> String {
             time(l.half_close_timeout.unwrap_or_default()),
         );
         t.insert("backlog".into(), Value::Integer(l.backlog.into()));
+        t.insert("mqtt_preread".into(), Value::Boolean(l.mqtt_preread));
+        t.insert(
+            "max_connect_size".into(),
+            Value::Integer(l.max_connect_size as i64),
+        );
+        t.insert("preread_timeout".into(), time(l.preread_timeout));
         let pacing = &l.pacing;
         t.insert(
             "max_connection_rate".into(),

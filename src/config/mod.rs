@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 500_000;
 pub const DEFAULT_BACKLOG: u32 = 4096;
 /// Default `half_close_timeout`: HAProxy's `timeout client-fin` / `server-fin` for the same job.
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `preread_timeout`: the time a client has to send its whole CONNECT. Clients send it
+/// at once after connecting (after the TLS handshake where terminated).
+pub const DEFAULT_PREREAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `admission_queue`: clients held at once while a listener is paced.
 pub const DEFAULT_ADMISSION_QUEUE: u32 = 20_000;
 /// Default `admission_timeout`: below the 30 s connect timeout common MQTT clients use, so a
@@ -298,6 +301,12 @@ pub struct ListenerConfig {
     pub half_close_timeout: Option<Duration>,
     /// listen(2) backlog.
     pub backlog: u32,
+    /// Read the client's MQTT CONNECT before choosing a server (after TLS where terminated).
+    pub mqtt_preread: bool,
+    /// The largest CONNECT read, fixed header included; a larger one closes the connection.
+    pub max_connect_size: usize,
+    /// Time a client has to send its whole CONNECT.
+    pub preread_timeout: Duration,
     /// Admission pacing of new clients.
     pub pacing: Pacing,
     /// TLS terminated here; `None` = bytes pass through untouched.

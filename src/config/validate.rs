@@ -21,8 +21,8 @@ use super::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ADMISSION_QUEUE,
     DEFAULT_ADMISSION_TIMEOUT, DEFAULT_BACKLOG, DEFAULT_CLOSE_RATE, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_LB_GRACE,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig, ListenerConfig,
-    LoopbackSources, MAX_RELAY_THREADS, Pacing, ProxyProtocol, RuntimeConfig,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_PREREAD_TIMEOUT, DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig,
+    ListenerConfig, LoopbackSources, MAX_RELAY_THREADS, Pacing, ProxyProtocol, RuntimeConfig,
 };
 
 const SECTIONS: &[&str] = &[
@@ -351,6 +351,21 @@ fn listener(
         1..=65_535,
         problems,
     );
+    // 16 bytes is the smallest CONNECT (3.1.1, empty client id); MQTT's own limit on a packet
+    // is 256 MiB, far above any CONNECT worth reading.
+    let max_connect_size = bounded(
+        file.max_connect_size,
+        &format!("{path}.max_connect_size"),
+        crate::mqtt::DEFAULT_MAX_CONNECT_SIZE as u32,
+        16..=16 * 1024 * 1024,
+        problems,
+    );
+    let preread_timeout = positive_duration(
+        file.preread_timeout.as_deref(),
+        &format!("{path}.preread_timeout"),
+        DEFAULT_PREREAD_TIMEOUT,
+        problems,
+    );
     Some(ListenerConfig {
         name: name?,
         listen: listen?,
@@ -362,6 +377,9 @@ fn listener(
         idle_timeout: (!idle.is_zero()).then_some(idle),
         half_close_timeout: (!half_close.is_zero()).then_some(half_close),
         backlog,
+        mqtt_preread: file.mqtt_preread.unwrap_or(false),
+        max_connect_size: max_connect_size as usize,
+        preread_timeout,
         pacing: pacing(file, path, problems),
         tls: file
             .tls

@@ -9,7 +9,7 @@ pub mod preread;
 mod testing;
 
 pub use connect::{Connect, ConnectError, ConnectInfo, Parse, Protocol, parse};
-pub use preread::{PrereadError, read_connect};
+pub use preread::{ConnectSource, Plain, PrereadError, read_connect, read_connect_from};
 
 /// The largest CONNECT to read unless told otherwise, fixed header included. A CONNECT is a
 /// client id, a will and credentials, a few hundred bytes in practice; 64 KiB still leaves room

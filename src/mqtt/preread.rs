@@ -1,6 +1,7 @@
 //! Reading a client's CONNECT off its stream before a server is chosen, bounded in size and
 //! time, keeping the exact bytes so they can be forwarded to the broker unchanged.
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -54,6 +55,31 @@ impl From<ConnectError> for PrereadError {
     }
 }
 
+/// Where the bytes of a CONNECT come from: a plain stream, or TLS decrypted by the caller.
+pub trait ConnectSource {
+    /// Appends more of the client's bytes to `buf`: at most `want` from a stream, which is what
+    /// keeps a plain read from taking a byte past the CONNECT; a decrypting source may append a
+    /// whole record. Resolves to the number appended, 0 once the client has closed. Must only
+    /// lengthen `buf` by what arrived, also when cancelled (the timeout drops it).
+    fn read_more(
+        &mut self,
+        buf: &mut Vec<u8>,
+        want: usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+/// A plain stream as a [`ConnectSource`].
+pub struct Plain<'a, S>(pub &'a mut S);
+
+impl<S: AsyncRead + Unpin + Send> ConnectSource for Plain<'_, S> {
+    async fn read_more(&mut self, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        buf.reserve(want);
+        // read_buf only lengthens `buf` by what arrived, so when the timeout cancels this read,
+        // `buf` still holds exactly the bytes received.
+        (&mut *self.0).take(want as u64).read_buf(buf).await
+    }
+}
+
 /// Reads the client's first packet, which must be a CONNECT of at most `max_size` bytes, all of
 /// it within `timeout`. Returns the bytes read, to be forwarded to the broker exactly, and what
 /// the CONNECT says.
@@ -63,14 +89,29 @@ impl From<ConnectError> for PrereadError {
 /// may send SUBSCRIBE or PUBLISH before the CONNACK) stay in the stream for the relay. A CONNECT
 /// split into any number of segments is read the same. On error the bytes read are dropped and
 /// the connection should be closed.
-pub async fn read_connect<S: AsyncRead + Unpin>(
+pub async fn read_connect<S: AsyncRead + Unpin + Send>(
     stream: &mut S,
     max_size: usize,
     timeout: Duration,
 ) -> Result<(Vec<u8>, ConnectInfo), PrereadError> {
     let mut buf = Vec::new();
-    match tokio::time::timeout(timeout, read_until_complete(stream, max_size, &mut buf)).await {
-        Ok(result) => result.map(|info| (buf, info)),
+    let info = read_connect_from(&mut Plain(stream), &mut buf, max_size, timeout).await?;
+    Ok((buf, info))
+}
+
+/// Reads from `source` into `buf` (which may hold the first bytes already, such as data that
+/// came with a TLS handshake) until `buf` starts with a complete CONNECT of at most `max_size`
+/// bytes, all within `timeout`. What a decrypting source appended past the CONNECT stays in
+/// `buf`, to be forwarded with it.
+pub async fn read_connect_from<S: ConnectSource>(
+    source: &mut S,
+    buf: &mut Vec<u8>,
+    max_size: usize,
+    timeout: Duration,
+) -> Result<ConnectInfo, PrereadError> {
+    let read = tokio::time::timeout(timeout, read_until_complete(source, max_size, &mut *buf));
+    match read.await {
+        Ok(result) => result,
         Err(_elapsed) => Err(PrereadError::TimedOut {
             after: timeout,
             received: buf.len(),
@@ -78,9 +119,9 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
     }
 }
 
-/// Reads into `buf` until it holds a complete CONNECT and nothing after it.
-async fn read_until_complete<S: AsyncRead + Unpin>(
-    stream: &mut S,
+/// Reads into `buf` until it starts with a complete CONNECT.
+async fn read_until_complete<S: ConnectSource>(
+    source: &mut S,
     max_size: usize,
     buf: &mut Vec<u8>,
 ) -> Result<ConnectInfo, PrereadError> {
@@ -89,12 +130,7 @@ async fn read_until_complete<S: AsyncRead + Unpin>(
             Parse::Complete { connect, .. } => return Ok(ConnectInfo::from(connect)),
             Parse::Incomplete { needed } => needed,
         };
-        let want = needed.min(READ_CHUNK);
-        buf.reserve(want);
-        // read_buf only lengthens `buf` by what arrived, so when the timeout cancels this read,
-        // `buf` still holds exactly the bytes received.
-        let read = (&mut *stream).take(want as u64).read_buf(buf).await?;
-        if read == 0 {
+        if source.read_more(buf, needed.min(READ_CHUNK)).await? == 0 {
             return Err(PrereadError::Closed {
                 received: buf.len(),
             });

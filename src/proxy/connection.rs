@@ -17,11 +17,12 @@ use super::held::Held;
 use super::pacing::Pacer;
 use super::registry::Registry;
 use super::relay::{Counters, Relay, RelayEnd, Side, Timeouts};
-use super::tls::{self, Handshaken, TlsRelay, forward_early};
+use super::tls::{self, Handshaken, TlsRelay};
 use super::upstream;
 use crate::backend::{OutageLine, Role};
 use crate::config::ProxyProtocol;
 use crate::metrics::{HandshakeFailure, ListenerMetrics, RefuseReason};
+use crate::mqtt;
 use crate::net::proxy_protocol::{self, Inbound, SslInfo};
 use crate::net::socket::shutdown_write;
 use crate::runtime::{ListenerId, ListenerPlan, Runtime};
@@ -269,8 +270,42 @@ async fn open(
         None => None,
         Some(terminator) => Some(terminate(&mut client, peer, terminator).await?),
     };
+    // The client's first bytes for the broker: its CONNECT when the listener reads it, and on a
+    // terminating listener whatever came with the handshake.
+    let mut first = tls.as_mut().map(Handshaken::take_early).unwrap_or_default();
+    let connect = match plan.preread {
+        None => None,
+        Some(preread) => {
+            let read = match &mut tls {
+                None => {
+                    let source = &mut mqtt::Plain(&mut client);
+                    mqtt::read_connect_from(source, &mut first, preread.max_size, preread.timeout)
+                        .await
+                }
+                Some(session) => {
+                    let source = &mut session.plaintext(&mut client);
+                    mqtt::read_connect_from(source, &mut first, preread.max_size, preread.timeout)
+                        .await
+                }
+            };
+            match read {
+                Ok(info) => Some(info),
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "no valid MQTT CONNECT");
+                    metrics.refused(RefuseReason::MqttConnect);
+                    close_cleanly(&client);
+                    return None;
+                }
+            }
+        }
+    };
+    let client_id = connect
+        .as_ref()
+        .map(|info| info.client_id.as_str())
+        .filter(|id| !id.is_empty());
 
-    let Some((mut backend, server, role, lease)) = upstream::connect(&plan.backend, None).await
+    let Some((mut backend, server, role, lease)) =
+        upstream::connect(&plan.backend, client_id).await
     else {
         tracing::debug!(%peer, backend = %plan.backend.name, "no backend server accepted the connection");
         metrics.refused(RefuseReason::NoBackend);
@@ -282,7 +317,17 @@ async fn open(
         return None;
     };
     log_outage(&plan, plan.backend.outage.accepted());
-    if role == Role::Backup {
+    if let Some(info) = &connect {
+        tracing::debug!(
+            %peer,
+            client_id = %info.client_id,
+            protocol = info.protocol.level(),
+            username = info.username.as_deref(),
+            %server,
+            role = role.as_str(),
+            "relaying an MQTT client"
+        );
+    } else if role == Role::Backup {
         tracing::debug!(%peer, %server, "relaying to a backup server");
     }
     shared
@@ -300,6 +345,8 @@ async fn open(
             }
         },
     };
+    // The PROXY header and the client's first bytes go out in one write.
+    let client_bytes = first.len();
     if let Some((src, dst)) = addresses
         && let Some(mut header) = proxy_protocol::header(plan.proxy_protocol, src, dst)
     {
@@ -311,19 +358,17 @@ async fn open(
             };
             proxy_protocol::append_ssl_tlv(&mut header, &ssl);
         }
-        if let Err(error) = backend.write_all(&header).await {
-            tracing::debug!(%peer, %server, %error, "writing the PROXY header failed");
+        header.append(&mut first);
+        first = header;
+    }
+    if !first.is_empty() {
+        if let Err(error) = backend.write_all(&first).await {
+            tracing::debug!(%peer, %server, %error, "sending the PROXY header or the client's first bytes failed");
             metrics.refused(RefuseReason::BackendError);
             close_cleanly(&client);
             return None;
         }
-    }
-    if let Some(session) = &mut tls
-        && let Err(error) = forward_early(&mut backend, session, &metrics.bytes_to_backend).await
-    {
-        tracing::debug!(%peer, %server, %error, "sending the first bytes to the backend failed");
-        metrics.refused(RefuseReason::BackendError);
-        return None;
+        metrics.bytes_to_backend.inc_by(client_bytes as u64);
     }
     let timeouts = Timeouts {
         idle: plan.idle_timeout,

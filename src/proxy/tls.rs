@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use prometheus::IntCounter;
 use rustls::server::{ServerConfig, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -28,6 +27,7 @@ use tokio::net::TcpStream;
 
 use super::relay::{Counters, Failure, RelayEnd, Side, Timeouts, Timer};
 use crate::metrics::HandshakeFailure;
+use crate::mqtt::ConnectSource;
 use crate::net::socket::shutdown_write;
 
 /// Client bytes read per call.
@@ -662,18 +662,84 @@ impl TlsRelay {
     }
 }
 
-/// Sends what arrived with the handshake to the broker, before relaying starts.
-pub(crate) async fn forward_early(
-    backend: &mut TcpStream,
-    session: &mut Handshaken,
-    counter: &IntCounter,
-) -> io::Result<()> {
-    if !session.early.is_empty() {
-        backend.write_all(&session.early).await?;
-        counter.inc_by(session.early.len() as u64);
-        session.early = Vec::new();
+impl Handshaken {
+    /// What arrived with the handshake (and the CONNECT preread), to go to the broker before
+    /// relaying starts.
+    pub(crate) fn take_early(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.early)
     }
-    Ok(())
+
+    /// The client's plaintext after the handshake, decrypted as it is read: where the CONNECT
+    /// preread of a terminating listener reads from. What it decrypts is appended to `early`.
+    pub(crate) fn plaintext<'a>(&'a mut self, client: &'a mut TcpStream) -> Plaintext<'a> {
+        Plaintext {
+            client,
+            session: self,
+        }
+    }
+}
+
+/// A terminated client's stream of plaintext, read for the CONNECT preread (see
+/// [`Handshaken::plaintext`]).
+pub(crate) struct Plaintext<'a> {
+    client: &'a mut TcpStream,
+    session: &'a mut Handshaken,
+}
+
+impl ConnectSource for Plaintext<'_> {
+    /// Reads client bytes until at least one byte of plaintext comes out of them (records are
+    /// decrypted whole, so this may append more than `want`). TLS bytes rustls answers with
+    /// (a key update) are sent to the client. A TLS error sends its alert and fails the read.
+    async fn read_more(&mut self, buf: &mut Vec<u8>, _want: usize) -> io::Result<usize> {
+        let session = &mut *self.session;
+        let mut out = Output::default();
+        loop {
+            if session.peer_closed {
+                return Ok(0);
+            }
+            session.carried.reserve(HANDSHAKE_READ);
+            self.client.readable().await?;
+            match self.client.try_read_buf(&mut session.carried) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+            let processed = process(
+                &mut session.conn,
+                &mut session.carried,
+                &mut out,
+                Send::Nothing,
+            );
+            let progress = match processed {
+                Ok(progress) => progress,
+                Err(Failed { error, consumed }) => {
+                    let rest = session.carried.get_mut(consumed..).unwrap_or_default();
+                    if let Some(alert) = queued_alert(&mut session.conn, rest) {
+                        let _ = self.client.try_write(&alert);
+                    }
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+                }
+            };
+            if !out.tls.is_empty() {
+                self.client.write_all(&out.tls).await?;
+                out.tls.clear();
+            }
+            session.carried.drain(..progress.consumed);
+            session.peer_closed |= progress.peer_closed;
+            if session.carried.len() > MAX_CARRY {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a TLS record longer than TLS allows",
+                ));
+            }
+            if !out.plain.is_empty() {
+                let read = out.plain.len();
+                buf.append(&mut out.plain);
+                return Ok(read);
+            }
+        }
+    }
 }
 
 /// How [`feed_client_bytes`] ended.

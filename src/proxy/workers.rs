@@ -115,6 +115,7 @@ fn run(mut commands: mpsc::UnboundedReceiver<Accept>, ready: oneshot::Sender<io:
     };
     runtime.block_on(async move {
         let _ = ready.send(Ok(()));
+        tokio::spawn(crate::memory::reclaim_periodically());
         while let Some(accept) = commands.recv().await {
             match TcpListener::from_std(accept.socket) {
                 // Connections that an accept loop spawns run on this thread's runtime.

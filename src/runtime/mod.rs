@@ -91,10 +91,21 @@ pub struct ListenerPlan {
     pub half_close_timeout: Option<Duration>,
     /// Connections held at once.
     pub max_connections: u32,
+    /// The client's CONNECT is read before a server is chosen, within these limits.
+    pub preread: Option<Preread>,
     /// Admission pacing of new clients; `None` = unpaced.
     pub pacing: Option<Pacing>,
     /// TLS terminated before anything else; `None` = bytes pass through.
     pub tls: Option<Arc<Terminator>>,
+}
+
+/// How a listener reads its clients' CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preread {
+    /// The largest CONNECT read, fixed header included.
+    pub max_size: usize,
+    /// Time a client has to send the whole of it.
+    pub timeout: Duration,
 }
 
 /// One listener in a runtime.
@@ -225,6 +236,10 @@ impl Runtime {
                         idle_timeout: listener.idle_timeout,
                         half_close_timeout: listener.half_close_timeout,
                         max_connections: listener.max_connections,
+                        preread: listener.mqtt_preread.then_some(Preread {
+                            max_size: listener.max_connect_size,
+                            timeout: listener.preread_timeout,
+                        }),
                         pacing: listener.pacing.enabled().then_some(listener.pacing),
                         tls,
                     }),

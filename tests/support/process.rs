@@ -22,13 +22,27 @@ pub struct Process {
 impl Process {
     /// Writes `config` to a file of its own (`name` keeps tests apart) and runs the binary on it.
     pub fn spawn(name: &str, config: &str) -> Process {
+        Process::spawn_at_level(name, config, "info")
+    }
+
+    /// As [`Process::spawn`], logging at `level` (a `--log-level` filter such as
+    /// `brokerside=debug`); a `RUST_LOG` of the test's own environment is not passed on.
+    pub fn spawn_at_level(name: &str, config: &str, level: &str) -> Process {
         let dir = std::env::temp_dir().join(format!("brokerside-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("brokerside.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_brokerside"))
-            .args(["--log-format", "json", "run", "--config"])
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                level,
+                "run",
+                "--config",
+            ])
             .arg(&path)
+            .env_remove("RUST_LOG")
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn brokerside");
