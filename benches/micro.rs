@@ -54,9 +54,10 @@ fn proxy_protocol(c: &mut Criterion) {
     group.finish();
 }
 
-/// A backend of two local servers and two backups, with or without health checks. Checked
-/// servers start down, so `candidates` takes its slowest path: nothing is up, every server.
-fn backend(checked: bool) -> Backend {
+/// A backend of three local servers and two backups, with or without health checks, balanced
+/// by `balance` with a `slowstart` ramp. Checked servers start down, so `candidates` takes its
+/// slowest path: nothing is up, every server.
+fn backend(checked: bool, balance: &str, slowstart: &str) -> Backend {
     let check = if checked {
         "[backend.check]\nkind = \"tcp\"\n"
     } else {
@@ -66,8 +67,9 @@ fn backend(checked: bool) -> Backend {
         "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [[listener]]\nname = \"mqtt\"\nlisten = \"127.0.0.1:1883\"\nbackend = \"broker\"\n\n\
          [[backend]]\nname = \"broker\"\n\
-         servers = [\"127.0.0.1:21883\", \"127.0.0.1:21884\"]\n\
-         backup = [\"10.0.0.6:1883\", \"10.0.0.7:1883\"]\n{check}"
+         servers = [\"127.0.0.1:21883\", \"127.0.0.1:21884\", \"127.0.0.1:21885\"]\n\
+         backup = [\"10.0.0.6:1883\", \"10.0.0.7:1883\"]\n\
+         balance = \"{balance}\"\nslowstart = \"{slowstart}\"\n{check}"
     );
     let config = Config::from_toml(&text).expect("the bench's config is valid");
     Backend::new(&config.backends[0], &Metrics::new())
@@ -75,13 +77,31 @@ fn backend(checked: bool) -> Backend {
 
 fn selection(c: &mut Criterion) {
     let mut group = c.benchmark_group("backend");
-    let up = backend(false);
+    let up = backend(false, "local-first", "0s");
     group.bench_function("candidates/local_up", |b| {
         b.iter(|| black_box(&up).candidates(None))
     });
-    let down = backend(true);
+    let down = backend(true, "local-first", "0s");
     group.bench_function("candidates/none_up", |b| {
         b.iter(|| black_box(&down).candidates(None))
+    });
+    // Slow start on: the clock is read and each server's ramp looked at (none ramps here).
+    let ramp = backend(false, "local-first", "30s");
+    group.bench_function("candidates/local_up_slowstart", |b| {
+        b.iter(|| black_box(&ramp).candidates(None))
+    });
+    let hashed = backend(false, "client-id", "0s");
+    let id = "sensor-0017-5f2c9a1e";
+    group.bench_function("candidates/client_id", |b| {
+        b.iter(|| black_box(&hashed).candidates(Some(black_box(id))))
+    });
+    let hashed_ramp = backend(false, "client-id", "30s");
+    group.bench_function("candidates/client_id_slowstart", |b| {
+        b.iter(|| black_box(&hashed_ramp).candidates(Some(black_box(id))))
+    });
+    let hashed_down = backend(true, "client-id", "0s");
+    group.bench_function("candidates/client_id_none_up", |b| {
+        b.iter(|| black_box(&hashed_down).candidates(Some(black_box(id))))
     });
     group.finish();
 }

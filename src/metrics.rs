@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub use admission::{AdmissionMetrics, ShedReason};
@@ -82,6 +82,7 @@ pub struct Metrics {
     backend_connect_failures: IntCounterVec,
     backend_connections_active: IntGaugeVec,
     backend_server_info: IntGaugeVec,
+    backend_server_weight: GaugeVec,
     backend_connect_duration: HistogramVec,
     backend_up: IntGaugeVec,
     check_duration: HistogramVec,
@@ -216,6 +217,8 @@ pub struct ServerMetrics {
     pub connect_failures: IntCounter,
     /// Client connections relayed to the server now.
     pub active: IntGauge,
+    /// Its slow-start weight, set when `/metrics` is scraped.
+    pub weight: Gauge,
     _owner: Arc<Owner>,
 }
 
@@ -494,6 +497,16 @@ impl Metrics {
                     &["backend", "server", "role"],
                 ),
             ),
+            backend_server_weight: register(
+                &registry,
+                GaugeVec::new(
+                    opts(
+                        "backend_server_weight",
+                        "Slow-start weight of a backend server: 1 = its full share of new connections; from 0.1 up to 1 over slowstart after it came back up. Read at scrape time.",
+                    ),
+                    &["backend", "server"],
+                ),
+            ),
             backend_connect_duration: register(
                 &registry,
                 HistogramVec::new(
@@ -692,6 +705,7 @@ impl Metrics {
                 let labels = [backend.as_str(), server.as_str()];
                 let _ = self.backend_connect_failures.remove_label_values(&labels);
                 let _ = self.backend_connections_active.remove_label_values(&labels);
+                let _ = self.backend_server_weight.remove_label_values(&labels);
                 for role in ROLES {
                     let _ = self
                         .backend_server_info
@@ -846,6 +860,13 @@ impl Metrics {
             active: self
                 .backend_connections_active
                 .with_label_values(&[backend, server]),
+            weight: {
+                let weight = self
+                    .backend_server_weight
+                    .with_label_values(&[backend, server]);
+                weight.set(1.0);
+                weight
+            },
             _owner: self.own(SeriesKey::Server(backend.to_string(), server.to_string())),
         }
     }

@@ -4,7 +4,7 @@
 //! snapshots; times are Unix seconds (fractional, millisecond precision) so that any client can
 //! compare them. The status page ([`super::page`]) is drawn from this same document.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -146,6 +146,7 @@ fn node_name(runtime: &Runtime, current_node: &str) -> String {
 
 fn backend_json(backend: &Backend) -> Value {
     let configured = backend.servers.len();
+    let now = Instant::now();
     let servers: Vec<Value> = backend
         .all_servers()
         .iter()
@@ -165,12 +166,15 @@ fn backend_json(backend: &Backend) -> Value {
                 "since": unix_seconds(report.since),
                 "discovered": index >= configured,
                 "active_connections": server.metrics.active.get(),
+                // Rounded: a ramp moves on every instant, and 1 is what most servers show.
+                "weight": (backend.weight(server, now) * 1000.0).round() / 1000.0,
             })
         })
         .collect();
     json!({
         "name": backend.name,
         "checked": backend.check.is_some(),
+        "balance": backend.balance.as_str(),
         "servers": servers,
     })
 }

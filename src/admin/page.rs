@@ -300,6 +300,13 @@ fn server_table(health: &Value, now: f64) -> Table {
                     str_of(&server["streak"])
                 )
             };
+            // A server ramping up after it came back shows how much of its share it takes.
+            let state = match server["weight"].as_f64() {
+                Some(weight) if up && weight < 1.0 => {
+                    format!("{state}, slow start at {:.0}%", weight * 100.0)
+                }
+                _ => state,
+            };
             let role = if server["discovered"] == true {
                 "peer".to_string()
             } else {
@@ -600,6 +607,31 @@ mod tests {
             .expect("a line for the local server");
         assert!(line.contains("DOWN for 0 s (3 checks)"), "{line}");
         assert!(line.contains("connection refused <for real>"), "{line}");
+    }
+
+    #[test]
+    fn a_ramping_server_says_how_much_of_its_share_it_takes() {
+        let (state, server) = testing::state(None);
+        testing::mark_up(&state);
+        let mut health = health_json::health(&state);
+        assert_eq!(health["backends"][0]["servers"][0]["weight"], 1.0);
+        let row = |health: &Value| {
+            let page = html(health, &[]);
+            let row = page
+                .lines()
+                .find(|line| {
+                    line.starts_with("<tr") && line.contains(&format!("<td>{server}</td>"))
+                })
+                .map(str::to_string);
+            row.expect("a row for the local server")
+        };
+        assert!(!row(&health).contains("slow start"), "{}", row(&health));
+        health["backends"][0]["servers"][0]["weight"] = 0.25.into();
+        assert!(
+            row(&health).contains("(3 checks), slow start at 25%</td>"),
+            "{}",
+            row(&health)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! an await, which is what lets the endpoint answer while the relay is saturated.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -34,7 +35,7 @@ pub fn route(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Respons
         // Always 200: the body carries the status, and a client that wants a verdict from the
         // status code has /readyz. A 503 here would make generic HTTP checks hide the details.
         "/health" if get => json(health_json::health(state).to_string()),
-        "/metrics" if get => reply(StatusCode::OK, PROMETHEUS_TEXT, state.metrics.render()),
+        "/metrics" if get => reply(StatusCode::OK, PROMETHEUS_TEXT, metrics(state)),
         "/peers" if get => peers(request.uri.query(), state),
         "/drain" if method == Method::POST => drain(&request.headers, peer, state),
         "/" | "/haproxy_stats" | "/haproxy_health" | "/readyz" | "/livez" | "/health"
@@ -43,6 +44,18 @@ pub fn route(request: &Parts, peer: SocketAddr, state: &SidecarState) -> Respons
         "/drain" | "/reload" => not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The Prometheus text, with each backend server's slow-start weight read at this moment: the
+/// weight changes with time alone, so it is set when asked for rather than kept up to date.
+fn metrics(state: &SidecarState) -> String {
+    let now = Instant::now();
+    for backend in &state.runtime.load().backends {
+        for server in backend.all_servers() {
+            server.metrics.weight.set(backend.weight(&server, now));
+        }
+    }
+    state.metrics.render()
 }
 
 /// The `route` label of a request to `path`: the path itself for a route that exists, else

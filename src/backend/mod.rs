@@ -1,22 +1,26 @@
-//! Backend groups at run time: their servers (local first, then backups), the order new
-//! connections try them in, whether the group lets this node report ready, the source addresses
-//! used towards loopback servers (`loopback`), and the discovered peers kept in step as backups
-//! (`peers`). A backend is built from its config by [`Backend::build`], which takes each
-//! server's health from whoever carries it across reloads.
+//! Backend groups at run time: their servers (local first, then backups), whether the group
+//! lets this node report ready, the order new connections try the servers in (`select`, with
+//! client-id `rendezvous` hashing and `slowstart` ramps), the source addresses used towards
+//! loopback servers (`loopback`), and the discovered peers kept in step as backups (`peers`).
+//! A backend is built from its config by [`Backend::build`], which takes each server's health
+//! from whoever carries it across reloads.
 
 mod loopback;
 mod outage;
 mod peers;
+mod rendezvous;
+mod select;
+mod slowstart;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use prometheus::IntGauge;
 
-use crate::config::{BackendConfig, CheckConfig, ProxyProtocol};
+use crate::config::{BackendConfig, Balance, CheckConfig, ProxyProtocol};
 use crate::health::{CheckTarget, ServerHealth};
 use crate::metrics::{BackendMetrics, Metrics, ServerMetrics};
 pub use loopback::LoopbackRotation;
@@ -70,6 +74,8 @@ pub struct Server {
     pub health: Arc<ServerHealth>,
     /// Its series, removed from `/metrics` once no server object of that address is left.
     pub metrics: ServerMetrics,
+    /// Its seed for client-id rendezvous hashing, from its address.
+    key: u64,
 }
 
 impl Server {
@@ -86,6 +92,7 @@ impl Server {
             role,
             health,
             metrics: metrics.server(backend, &addr.to_string(), role.as_str()),
+            key: rendezvous::server_key(addr),
         }
     }
 }
@@ -136,6 +143,10 @@ pub struct Backend {
     pub ready_on_backup: bool,
     /// Connections per second moved back from backups once a local server is up again.
     pub failback_rate: u32,
+    /// How servers are ordered within the tier that is up.
+    pub balance: Balance,
+    /// The ramp of a server that came back up; zero = none.
+    pub slowstart: Duration,
     /// Refused clients told as an outage (state changes), not one log line each.
     pub outage: OutageLog,
     /// Its connect-latency histogram.
@@ -172,6 +183,8 @@ impl Backend {
             proxy_protocol: config.proxy_protocol,
             ready_on_backup: config.ready_on_backup,
             failback_rate: config.failback_rate,
+            balance: config.balance,
+            slowstart: config.slowstart,
             outage: OutageLog::default(),
             metrics: metrics.backend(&config.name),
         }
@@ -199,24 +212,6 @@ impl Backend {
         })
     }
 
-    /// The servers a new connection tries, best first: local servers that are up; if none,
-    /// backups that are up; if none of either, every local server and then every backup, since
-    /// checks lag behind reality and a refused connect costs little. `client_id` is the MQTT
-    /// client id of the connection, when its listener reads the CONNECT.
-    pub fn candidates(&self, _client_id: Option<&str>) -> Vec<Arc<Server>> {
-        let peers = self.peers.load();
-        let all = || self.servers.iter().chain(peers.iter());
-        let up = |role: Role| all().filter(move |s| s.role == role && s.health.is_up());
-        let mut chosen: Vec<Arc<Server>> = up(Role::Local).cloned().collect();
-        if chosen.is_empty() {
-            chosen.extend(up(Role::Backup).cloned());
-        }
-        if chosen.is_empty() {
-            chosen.extend(all().cloned());
-        }
-        chosen
-    }
-
     /// Every server: configured ones, then discovered peers.
     pub fn all_servers(&self) -> Vec<Arc<Server>> {
         self.servers
@@ -231,6 +226,14 @@ impl Backend {
         self.servers
             .iter()
             .any(|s| s.role == Role::Local && s.health.is_up())
+    }
+
+    /// Whether a local server is up and done with its slow start at `now`: failback waits for
+    /// this, since clients it moved during the ramp would mostly land on a backup again.
+    pub fn local_up_at_full(&self, now: Instant) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.role == Role::Local && s.health.is_up() && self.weight(s, now) >= 1.0)
     }
 
     /// `Ok` when this backend lets the node report ready; otherwise one line saying why.

@@ -213,6 +213,8 @@ pub fn to_toml(config: &Config) -> String {
             "failback_rate".into(),
             Value::Integer(b.failback_rate.into()),
         );
+        t.insert("balance".into(), text(b.balance.as_str()));
+        t.insert("slowstart".into(), time(b.slowstart));
         if let Some(peers) = &b.peers {
             t.insert("peers".into(), text(peers));
         }

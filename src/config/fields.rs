@@ -176,6 +176,31 @@ pub(super) fn bounded(
     }
 }
 
+/// One of a fixed set of words: `choices` pairs each word with its value, the first being the
+/// default when the key is absent (and what a wrong word is taken as, its problem recorded).
+pub(super) fn keyword<T: Copy>(
+    value: Option<&str>,
+    path: &str,
+    choices: &[(&str, T)],
+    problems: &mut Problems,
+) -> T {
+    let default = choices[0].1;
+    let Some(value) = value else {
+        return default;
+    };
+    match choices.iter().find(|(word, _)| *word == value) {
+        Some((_, chosen)) => *chosen,
+        None => {
+            let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+            problems.add(
+                path,
+                format!("`{value}` is not one of {}", words.join(", ")),
+            );
+            default
+        }
+    }
+}
+
 /// A list of `ip:port` addresses; `None` in a slot whose text is not one.
 pub(super) fn socket_addrs(
     list: &[String],

@@ -63,6 +63,8 @@ pub struct FileBackend {
     pub backup: Option<Vec<String>>,
     pub ready_on_backup: Option<bool>,
     pub failback_rate: Option<i64>,
+    pub balance: Option<String>,
+    pub slowstart: Option<String>,
     pub check: Option<FileCheck>,
     pub peers: Option<String>,
     pub peer_port: Option<i64>,

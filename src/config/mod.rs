@@ -422,6 +422,28 @@ pub enum ProxyProtocol {
     V2,
 }
 
+/// How a backend orders the servers of the tier that is up (its local servers, else its backups,
+/// else every server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Config order: the first server that accepts gets the connection.
+    #[default]
+    LocalFirst,
+    /// Rendezvous hashing of the MQTT client id, so a client returns to the node of its session;
+    /// config order for a connection without one.
+    ClientId,
+}
+
+impl Balance {
+    /// The value as the config file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::LocalFirst => "local-first",
+            Balance::ClientId => "client-id",
+        }
+    }
+}
+
 /// A group of servers that a listener relays to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
@@ -439,6 +461,11 @@ pub struct BackendConfig {
     pub ready_on_backup: bool,
     /// Connections per second moved from backups back to a recovered server; 0 = never.
     pub failback_rate: u32,
+    /// How a new connection's servers are ordered within the tier that is up.
+    pub balance: Balance,
+    /// How long a server that came back up takes to ramp from 10% to its full share of new
+    /// connections; zero = at once.
+    pub slowstart: Duration,
     /// Health checks; `None` = servers are always taken as up.
     pub check: Option<CheckConfig>,
     /// The PROXY header the backend's listeners send, which its probes send too.

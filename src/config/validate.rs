@@ -9,15 +9,15 @@ use std::time::Duration;
 use super::check::check;
 use super::discovery::{cluster, discovery, node, token_source};
 use super::fields::{
-    Problems, bounded, decode_array, decode_table, duration, name, positive_duration, socket_addr,
-    socket_addrs, syntax_message, unique_names,
+    Problems, bounded, decode_array, decode_table, duration, keyword, name, positive_duration,
+    socket_addr, socket_addrs, syntax_message, unique_names,
 };
 use super::file::{
     FileAdmin, FileBackend, FileCluster, FileDiscovery, FileDrain, FileListener, FileNode,
     FileRuntime, FileSources,
 };
 use super::{
-    AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_HEADER_TIMEOUT,
+    AdminConfig, BackendConfig, Balance, Config, ConfigError, DEFAULT_ADMIN_HEADER_TIMEOUT,
     DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ADMISSION_QUEUE,
     DEFAULT_ADMISSION_TIMEOUT, DEFAULT_BACKLOG, DEFAULT_CLOSE_RATE, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_LB_GRACE,
@@ -521,6 +521,21 @@ fn backend(
         0..=1_000_000,
         problems,
     );
+    let balance = keyword(
+        file.balance.as_deref(),
+        &format!("{path}.balance"),
+        &[
+            (Balance::LocalFirst.as_str(), Balance::LocalFirst),
+            (Balance::ClientId.as_str(), Balance::ClientId),
+        ],
+        problems,
+    );
+    let slowstart = duration(
+        file.slowstart.as_deref(),
+        &format!("{path}.slowstart"),
+        Duration::ZERO,
+        problems,
+    );
     let check = match &file.check {
         Some(table) => Some(check(table, &format!("{path}.check"), problems)?),
         None => None,
@@ -557,6 +572,8 @@ fn backend(
         backup: backup.into_iter().flatten().collect(),
         ready_on_backup: file.ready_on_backup.unwrap_or(false),
         failback_rate,
+        balance,
+        slowstart,
         check,
         // Set from the listeners that use this backend, once they are validated.
         proxy_protocol: ProxyProtocol::Off,
@@ -609,6 +626,21 @@ mod tests {
                 "listener[0].proxy_protocol: `v3` is not one of off, v1, v2",
             ]
         );
+    }
+
+    #[test]
+    fn balance_and_slowstart_default_to_local_first_at_once() {
+        let base = "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nbackend = \"b\"\n\
+                    [[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:2\"]\n";
+        let plain = validate(base).unwrap();
+        assert_eq!(plain.backends[0].balance, Balance::LocalFirst);
+        assert_eq!(plain.backends[0].slowstart, Duration::ZERO);
+        let set = validate(&format!(
+            "{base}balance = \"client-id\"\nslowstart = \"30s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(set.backends[0].balance, Balance::ClientId);
+        assert_eq!(set.backends[0].slowstart, Duration::from_secs(30));
     }
 
     #[test]

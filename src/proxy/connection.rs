@@ -19,7 +19,7 @@ use super::registry::Registry;
 use super::relay::{Counters, Relay, RelayEnd, Side, Timeouts};
 use super::tls::{self, Handshaken, TlsRelay};
 use super::upstream;
-use crate::backend::{OutageLine, Role};
+use crate::backend::OutageLine;
 use crate::config::ProxyProtocol;
 use crate::metrics::{HandshakeFailure, ListenerMetrics, RefuseReason};
 use crate::mqtt;
@@ -327,8 +327,8 @@ async fn open(
             role = role.as_str(),
             "relaying an MQTT client"
         );
-    } else if role == Role::Backup {
-        tracing::debug!(%peer, %server, "relaying to a backup server");
+    } else {
+        tracing::debug!(%peer, %server, role = role.as_str(), "relaying");
     }
     shared
         .registry

@@ -1,13 +1,14 @@
 //! Failback: once a backend's local server is up again, connections that its backups hold are
 //! closed gradually (at most `failback_rate` per second), so their clients reconnect here
-//! without a storm. New connections already go local as soon as the local server is up. The
+//! without a storm. New connections already go local as soon as the local server is up (or,
+//! with `slowstart`, a growing share of them; failback starts once that ramp is over). The
 //! backends are read from the current runtime at every tick, so a reload changes the rate and
 //! the servers at once; connections are found by the backend's identity, which a reload keeps
 //! for the same name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -31,7 +32,7 @@ pub async fn run(runtime: Arc<ArcSwap<Runtime>>, registry: Arc<Registry>, metric
         owed.retain(|id, _| runtime.backends.iter().any(|b| b.id == *id));
         for backend in &runtime.backends {
             let owed = owed.entry(backend.id).or_default();
-            if backend.failback_rate == 0 || !backend.local_up() {
+            if backend.failback_rate == 0 || !backend.local_up_at_full(Instant::now()) {
                 *owed = 0.0;
                 continue;
             }
