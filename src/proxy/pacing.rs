@@ -46,6 +46,10 @@ pub(crate) enum Turn {
     Timeout,
 }
 
+/// How late a held client may wake before the line is redrawn from it: well above a timer's
+/// slack (a millisecond), well below a second.
+const LATE: Nanos = 20_000_000;
+
 /// The line tickets are due on, and the count of clients held.
 #[derive(Debug)]
 pub(crate) struct Schedule {
@@ -177,6 +181,14 @@ impl Schedule {
         self.follow(now, pacing);
         let due = self.due(ticket);
         if due <= now {
+            // Woken this late, the relay thread was starved, and the clients due meanwhile would
+            // all leave at once: the line restarts from this one, so they leave one interval
+            // apart again (the time lost is not made up: the broker never sees more than the
+            // rate plus the burst).
+            if ticket >= self.anchor && now - due > LATE {
+                self.anchor = ticket;
+                self.at = now;
+            }
             Turn::Now
         } else if due > deadline {
             Turn::Timeout
@@ -569,6 +581,46 @@ mod tests {
             Arrival::Hold { until, .. } => assert!(until > last, "{until} before {last}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_late_wake_restarts_the_line_so_the_clients_behind_do_not_bunch() {
+        let p = pacing(100, 1, 1000, 60_000);
+        let mut schedule = Schedule::default();
+        schedule.arrive(0, &p);
+        let tickets: Vec<u64> = (0..20)
+            .filter_map(|_| match schedule.arrive(0, &p) {
+                Arrival::Hold { ticket, .. } => Some(ticket),
+                _ => None,
+            })
+            .collect();
+        // The thread slept 500 ms: tickets 1..=5 were due by then, and the first to wake goes.
+        let now = 500 * MS;
+        assert_eq!(
+            schedule.wake(tickets[0], now, 60_000 * MS, Some(&p)),
+            Turn::Now
+        );
+        // The next ones are due one interval apart from now, not all at once.
+        for (i, ticket) in tickets[1..4].iter().enumerate() {
+            match schedule.wake(*ticket, now, 60_000 * MS, Some(&p)) {
+                Turn::Later(at) => {
+                    let slot = now + (i as Nanos + 1) * 10 * MS;
+                    assert!((slot..slot + 10 * MS).contains(&at), "{at} for slot {slot}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A few milliseconds late is a timer's slack: the line stays.
+        let mut steady = Schedule::default();
+        steady.arrive(0, &p);
+        let Arrival::Hold { ticket, until } = steady.arrive(0, &p) else {
+            panic!("held");
+        };
+        assert_eq!(
+            steady.wake(ticket, until + 2 * MS, 60_000 * MS, Some(&p)),
+            Turn::Now
+        );
+        assert_eq!(steady.line(ticket + 1), 20 * MS);
     }
 
     #[test]
