@@ -8,6 +8,7 @@
 //! share taken again before that (a checker restarted with new settings) keeps the series and
 //! their values.
 
+mod admission;
 mod tls;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use admission::{AdmissionMetrics, ShedReason};
 pub use tls::{HandshakeFailure, TlsMetrics};
 
 /// Why a client connection was refused or cut before relaying.
@@ -100,6 +102,7 @@ pub struct Metrics {
     admin_refused: IntCounterVec,
     admin_timeouts: IntCounterVec,
     tls: tls::TlsFamilies,
+    admission: admission::AdmissionFamilies,
     owners: Arc<Mutex<HashMap<SeriesKey, Weak<Owner>>>>,
     started: SystemTime,
     rates: Arc<RateMeter>,
@@ -263,6 +266,8 @@ pub struct ListenerMetrics {
     pub bytes_to_backend: IntCounter,
     /// Bytes relayed from the backend to clients.
     pub bytes_to_client: IntCounter,
+    /// Admission pacing.
+    pub admission: AdmissionMetrics,
     _owner: Arc<Owner>,
 }
 
@@ -633,6 +638,7 @@ impl Metrics {
                 &["reason"],
             ),
             tls: tls::TlsFamilies::register(&registry),
+            admission: admission::AdmissionFamilies::register(&registry),
             owners: Arc::default(),
             started: SystemTime::now(),
             rates: Arc::default(),
@@ -693,6 +699,7 @@ impl Metrics {
                     let _ = self.bytes.remove_label_values(&[name, direction]);
                 }
                 self.tls.remove(name);
+                self.admission.remove(name);
             }
             SeriesKey::Server(backend, server) => {
                 let labels = [backend.as_str(), server.as_str()];
@@ -828,6 +835,7 @@ impl Metrics {
                 .with_label_values(&[name, "half_close"]),
             bytes_to_backend: self.bytes.with_label_values(&[name, "to_backend"]),
             bytes_to_client: self.bytes.with_label_values(&[name, "to_client"]),
+            admission: self.admission.listener(name),
             _owner: self.own(SeriesKey::Listener(name.to_string())),
         }
     }

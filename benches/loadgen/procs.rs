@@ -338,6 +338,13 @@ pub fn smaps_rollup(pid: u32) -> Option<(u64, u64)> {
     Some((anon, rss.saturating_sub(anon)))
 }
 
+/// User plus system CPU time of process `pid` alone (its threads included) so far.
+pub fn cpu_of(pid: u32) -> Result<Duration, String> {
+    Ok(Duration::from_secs_f64(
+        cpu_ticks(pid)? as f64 / clock_ticks_per_sec(),
+    ))
+}
+
 pub fn count_fds(pid: u32) -> Result<usize, String> {
     let dir = Path::new("/proc").join(pid.to_string()).join("fd");
     fs::read_dir(&dir)

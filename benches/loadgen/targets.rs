@@ -183,7 +183,7 @@ pub fn brokerside_config(
 
 /// Writes `text` as brokerside's config in the scratch directory and starts the release binary
 /// on it; returns the process and the config's path.
-fn spawn_brokerside(scratch: &Scratch, text: &str) -> Result<(Process, PathBuf), String> {
+pub fn spawn_brokerside(scratch: &Scratch, text: &str) -> Result<(Process, PathBuf), String> {
     let program = brokerside_bin();
     let stem = Target::Brokerside.file_stem();
     let config = scratch.write(&format!("{stem}.toml"), text)?;

@@ -1,5 +1,5 @@
 //! The `/health` document: the node (name, version, uptime), its verdict with its reason, the
-//! drain, each listener (connections, rate, refusals), each backend server's check state and
+//! drain, each listener (connections, rate, refusals, admission pacing where configured), each backend server's check state and
 //! connections, the discovery sources and the cluster view. Built from atomics and report
 //! snapshots; times are Unix seconds (fractional, millisecond precision) so that any client can
 //! compare them. The status page ([`super::page`]) is drawn from this same document.
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::backend::Backend;
-use crate::config::ClientAuth;
-use crate::metrics::RefuseReason;
+use crate::config::{ClientAuth, Pacing};
+use crate::metrics::{AdmissionMetrics, RefuseReason, ShedReason};
 use crate::runtime::Runtime;
 use crate::state::SidecarState;
 use crate::tls::Terminator;
@@ -61,6 +61,7 @@ pub(super) fn health(state: &SidecarState) -> Value {
                 "new_per_second": rates.rate(&listener.name, total),
                 "refused": refused,
                 "tls": listener.plan.tls.as_ref().map(|tls| tls_json(tls)),
+                "admission": listener.plan.pacing.as_ref().map(|pacing| admission_json(pacing, &listener.metrics.admission)),
             })
         }).collect::<Vec<_>>(),
         "backends": runtime.backends.iter().map(|backend| backend_json(backend)).collect::<Vec<_>>(),
@@ -83,6 +84,28 @@ pub(super) fn health(state: &SidecarState) -> Value {
             "quorum": clustering.quorum,
             "partitioned": clustering.partitioned,
         },
+    })
+}
+
+/// A paced listener's admission: its settings, clients held now, let through and shed.
+fn admission_json(pacing: &Pacing, metrics: &AdmissionMetrics) -> Value {
+    let shed: serde_json::Map<String, Value> = ShedReason::ALL
+        .iter()
+        .map(|&reason| {
+            (
+                reason.label().to_string(),
+                metrics.shed_count(reason).into(),
+            )
+        })
+        .collect();
+    json!({
+        "queued": metrics.queued.get(),
+        "rate": pacing.rate,
+        "burst": pacing.burst,
+        "queue_limit": pacing.queue,
+        "timeout_seconds": pacing.timeout.as_secs_f64(),
+        "admitted": metrics.admitted.get(),
+        "shed": shed,
     })
 }
 

@@ -175,6 +175,20 @@ pub fn to_toml(config: &Config) -> String {
             Value::Integer(l.max_connect_size as i64),
         );
         t.insert("preread_timeout".into(), time(l.preread_timeout));
+        let pacing = &l.pacing;
+        t.insert(
+            "max_connection_rate".into(),
+            Value::Integer(pacing.rate.into()),
+        );
+        // The other keys are refused on an unpaced listener.
+        if pacing.enabled() {
+            t.insert("burst".into(), Value::Integer(pacing.burst.into()));
+            t.insert(
+                "admission_queue".into(),
+                Value::Integer(pacing.queue.into()),
+            );
+            t.insert("admission_timeout".into(), time(pacing.timeout));
+        }
         if let Some(tls) = &l.tls {
             t.insert("tls".into(), Value::Table(tls_table(tls)));
         }
@@ -312,5 +326,13 @@ mod tests {
     fn effective_config_parses_back_to_itself() {
         let config = Config::from_toml(DEFAULT_CONFIG).unwrap();
         assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+        let paced = DEFAULT_CONFIG.replace("max_connection_rate = 0", "max_connection_rate = 500");
+        let config = Config::from_toml(&paced).unwrap();
+        let effective = config.to_toml();
+        assert!(
+            effective.contains("admission_timeout = \"20s\""),
+            "{effective}"
+        );
+        assert_eq!(Config::from_toml(&effective).unwrap(), config);
     }
 }

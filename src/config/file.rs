@@ -20,6 +20,10 @@ pub struct FileListener {
     pub mqtt_preread: Option<bool>,
     pub max_connect_size: Option<i64>,
     pub preread_timeout: Option<String>,
+    pub max_connection_rate: Option<i64>,
+    pub burst: Option<i64>,
+    pub admission_queue: Option<i64>,
+    pub admission_timeout: Option<String>,
     pub tls: Option<FileTls>,
 }
 

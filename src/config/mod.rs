@@ -32,6 +32,11 @@ pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `preread_timeout`: the time a client has to send its whole CONNECT. Clients send it
 /// at once after connecting (after the TLS handshake where terminated).
 pub const DEFAULT_PREREAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `admission_queue`: clients held at once while a listener is paced.
+pub const DEFAULT_ADMISSION_QUEUE: u32 = 20_000;
+/// Default `admission_timeout`: below the 30 s connect timeout common MQTT clients use, so a
+/// client let through at the end of its hold still has time for its handshake and CONNACK.
+pub const DEFAULT_ADMISSION_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default `[listener.tls] handshake_timeout`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `[listener.tls] watch`: how often certificate, key, CA and CRL files are read to see
@@ -302,8 +307,37 @@ pub struct ListenerConfig {
     pub max_connect_size: usize,
     /// Time a client has to send its whole CONNECT.
     pub preread_timeout: Duration,
+    /// Admission pacing of new clients.
+    pub pacing: Pacing,
     /// TLS terminated here; `None` = bytes pass through untouched.
     pub tls: Option<TlsConfig>,
+}
+
+/// Admission pacing of one listener: new clients let through at most `rate` per second (after
+/// a burst of `burst`), the rest held in arrival order, at most `queue` of them and none longer
+/// than `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// `max_connection_rate`: clients per second let through; 0 = unpaced.
+    pub rate: u32,
+    /// `burst`: clients let through at once after a quiet spell, before the spacing starts.
+    pub burst: u32,
+    /// `admission_queue`: clients held at once; past it new ones are closed.
+    pub queue: u32,
+    /// `admission_timeout`: the longest hold; a client that would wait longer is closed.
+    pub timeout: Duration,
+}
+
+impl Pacing {
+    /// The default `burst` of `rate`: a tenth of a second's worth, at least 1.
+    pub fn default_burst(rate: u32) -> u32 {
+        (rate / 10).max(1)
+    }
+
+    /// Whether new clients are paced at all.
+    pub fn enabled(&self) -> bool {
+        self.rate > 0
+    }
 }
 
 /// `[listener.tls]`: terminate TLS on this listener and relay plaintext to the backend.

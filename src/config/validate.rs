@@ -18,11 +18,11 @@ use super::file::{
 };
 use super::{
     AdminConfig, BackendConfig, Balance, Config, ConfigError, DEFAULT_ADMIN_HEADER_TIMEOUT,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_BACKLOG, DEFAULT_CLOSE_RATE,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE,
-    DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_LB_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_PREREAD_TIMEOUT,
-    DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig, ListenerConfig, LoopbackSources, MAX_RELAY_THREADS,
-    ProxyProtocol, RuntimeConfig,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ADMISSION_QUEUE,
+    DEFAULT_ADMISSION_TIMEOUT, DEFAULT_BACKLOG, DEFAULT_CLOSE_RATE, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DRAIN_DEADLINE, DEFAULT_FAILBACK_RATE, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_LB_GRACE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_PREREAD_TIMEOUT, DEFAULT_PROXY_HEADER_TIMEOUT, DrainConfig,
+    ListenerConfig, LoopbackSources, MAX_RELAY_THREADS, Pacing, ProxyProtocol, RuntimeConfig,
 };
 
 const SECTIONS: &[&str] = &[
@@ -404,11 +404,62 @@ fn listener(
         mqtt_preread: file.mqtt_preread.unwrap_or(false),
         max_connect_size: max_connect_size as usize,
         preread_timeout,
+        pacing: pacing(file, path, problems),
         tls: file
             .tls
             .as_ref()
             .and_then(|tls| super::tls::tls(tls, &format!("{path}.tls"), problems)),
     })
+}
+
+/// `max_connection_rate`, `burst`, `admission_queue` and `admission_timeout`.
+fn pacing(file: &FileListener, path: &str, problems: &mut Problems) -> Pacing {
+    let key = |key: &str| format!("{path}.{key}");
+    let rate = bounded(
+        file.max_connection_rate,
+        &key("max_connection_rate"),
+        0,
+        0..=1_000_000,
+        problems,
+    );
+    let burst = Pacing::default_burst(rate);
+    let burst = bounded(file.burst, &key("burst"), burst, 1..=1_000_000, problems);
+    let queue = DEFAULT_ADMISSION_QUEUE;
+    let queue = bounded(
+        file.admission_queue,
+        &key("admission_queue"),
+        queue,
+        0..=10_000_000,
+        problems,
+    );
+    let timeout = file.admission_timeout.as_deref();
+    let timeout = duration(
+        timeout,
+        &key("admission_timeout"),
+        DEFAULT_ADMISSION_TIMEOUT,
+        problems,
+    );
+    // An out-of-range rate is reported once, not again through the keys that depend on it.
+    if file.max_connection_rate.unwrap_or(0) == 0 {
+        for (key, set) in [
+            ("burst", file.burst.is_some()),
+            ("admission_queue", file.admission_queue.is_some()),
+            ("admission_timeout", file.admission_timeout.is_some()),
+        ] {
+            if set {
+                problems.add(
+                    format!("{path}.{key}"),
+                    "only applies with max_connection_rate above 0",
+                );
+            }
+        }
+    }
+    Pacing {
+        rate,
+        burst,
+        queue,
+        timeout,
+    }
 }
 
 fn backend(
@@ -650,6 +701,43 @@ mod tests {
         assert!(
             found[0].starts_with("TOML syntax error at line 2"),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn pacing_keys_are_checked_and_defaulted() {
+        let listener = |extra: &str| {
+            format!(
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nbackend = \"b\"\n{extra}\n\
+                 [[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:2\"]\n"
+            )
+        };
+        let paced = validate(&listener("max_connection_rate = 2000")).unwrap();
+        let pacing = paced.listeners[0].pacing;
+        assert_eq!(
+            pacing,
+            Pacing {
+                rate: 2000,
+                burst: 200,
+                queue: DEFAULT_ADMISSION_QUEUE,
+                timeout: DEFAULT_ADMISSION_TIMEOUT,
+            }
+        );
+        let unpaced = validate(&listener("")).unwrap();
+        assert!(!unpaced.listeners[0].pacing.enabled());
+        assert_eq!(
+            errors(&listener(
+                "max_connection_rate = -1\nburst = 0\nadmission_timeout = \"soon\""
+            )),
+            [
+                "listener[0].max_connection_rate: -1 is out of range 0..=1000000",
+                "listener[0].burst: 0 is out of range 1..=1000000",
+                "listener[0].admission_timeout: `soon` is not a duration: write e.g. \"5s\", \"500ms\", \"2m\"",
+            ]
+        );
+        assert_eq!(
+            errors(&listener("admission_queue = 10")),
+            ["listener[0].admission_queue: only applies with max_connection_rate above 0"]
         );
     }
 }

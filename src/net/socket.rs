@@ -133,6 +133,20 @@ pub fn shutdown_write(stream: &TcpStream) {
     let _ = SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }
 
+/// Whether the peer of `stream` has closed or reset it (POLLRDHUP, POLLHUP or POLLERR), without
+/// reading: what it sent before closing stays unread. One poll(2) that never waits.
+pub fn peer_closed(stream: &TcpStream) -> bool {
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `fd` is one valid pollfd that outlives the call, whose descriptor is a live socket
+    // owned by `stream`; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +202,26 @@ mod tests {
         assert_eq!(peer.ip(), source);
         assert_eq!(stream.local_addr().unwrap().ip(), source);
         assert!(stream.nodelay().unwrap());
+    }
+
+    /// A peer that sent bytes and closed reads as closed, its bytes left unread; a live one
+    /// with bytes waiting does not.
+    #[tokio::test]
+    async fn a_closed_peer_is_seen_without_reading() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut live = TcpStream::connect(addr).await.unwrap();
+        let (live_side, _) = listener.accept().await.unwrap();
+        let mut leaving = TcpStream::connect(addr).await.unwrap();
+        let (leaving_side, _) = listener.accept().await.unwrap();
+        live.write_all(b"hello").await.unwrap();
+        leaving.write_all(b"hello").await.unwrap();
+        drop(leaving);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!peer_closed(&live_side));
+        assert!(peer_closed(&leaving_side));
+        let mut unread = [0u8; 5];
+        assert_eq!(leaving_side.try_read(&mut unread).unwrap(), 5);
     }
 }

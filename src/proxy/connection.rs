@@ -13,6 +13,8 @@ use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::held::Held;
+use super::pacing::Pacer;
 use super::registry::Registry;
 use super::relay::{Counters, Relay, RelayEnd, Side, Timeouts};
 use super::tls::{self, Handshaken, TlsRelay};
@@ -39,6 +41,8 @@ pub(crate) struct ListenerShared {
     /// checked against and taken from in one step, so that threads accepting at once cannot
     /// overshoot it (the gauge in `metrics` follows it, for `/metrics`).
     pub(crate) open: Arc<AtomicU32>,
+    /// The listener's admission pacing, shared by its relay threads like `open`.
+    pub(crate) pacer: Arc<Pacer>,
 }
 
 /// Holds a connection's place in the listener's count and the registry until it ends.
@@ -90,6 +94,8 @@ pub(crate) type Opened = Option<Open>;
 /// idle connection holds this for its whole life: set-up state lives in a box that is freed
 /// when the relay starts, and the relaying state is the two sockets and a few words.
 pub(crate) enum Connection {
+    /// Held by admission pacing until its turn; nothing read yet.
+    Held(Box<Held>, Slot),
     /// PROXY header, backend connect, PROXY header out.
     Opening(Pin<Box<dyn Future<Output = Opened> + Send>>, Slot),
     /// Relaying bytes.
@@ -111,6 +117,11 @@ impl Connection {
         let open = open(client, peer, Arc::clone(&slot.shared), plan);
         Connection::Opening(Box::pin(open), slot)
     }
+
+    /// The task of a client that admission pacing holds first.
+    pub(crate) fn held(held: Held, slot: Slot) -> Connection {
+        Connection::Held(Box::new(held), slot)
+    }
 }
 
 impl Future for Connection {
@@ -121,6 +132,18 @@ impl Future for Connection {
         let this = self.get_mut();
         loop {
             match this {
+                Connection::Held(held, slot) => match ready!(held.poll_turn(cx, &slot.shared)) {
+                    Some((client, peer, plan)) => {
+                        if let Connection::Held(_, slot) = std::mem::replace(this, Connection::Done)
+                        {
+                            *this = Connection::new(client, peer, slot, plan);
+                        }
+                    }
+                    None => {
+                        *this = Connection::Done;
+                        return Poll::Ready(());
+                    }
+                },
                 Connection::Opening(open, _) => match ready!(open.as_mut().poll(cx)) {
                     Some(open) => {
                         if let Connection::Opening(_, slot) =
@@ -446,6 +469,7 @@ mod tests {
             registry: Arc::default(),
             runtime: Arc::new(arc_swap::ArcSwap::from_pointee(runtime)),
             open: Arc::default(),
+            pacer: Arc::new(Pacer::new("mqtt", metrics.listener("mqtt").admission)),
         });
         let slot = Slot::acquire(&shared, 1).expect("a free place");
         assert!(
@@ -475,6 +499,7 @@ mod tests {
             registry: Arc::new(Registry::default()),
             runtime: Arc::new(arc_swap::ArcSwap::from_pointee(runtime)),
             open: Arc::default(),
+            pacer: Arc::new(Pacer::new("mqtt", metrics.listener("mqtt").admission)),
         });
         let start = Arc::new(std::sync::Barrier::new(8));
         let threads: Vec<_> = (0..8)

@@ -6,11 +6,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::connection::{self, Connection, ListenerShared, Slot};
+use super::held::{self, Held};
+use super::pacing::Arrival;
 use crate::config::ListenerConfig;
 use crate::metrics::RefuseReason;
 use crate::net::{ACCEPT_BACKOFF, BindError, is_per_connection, socket};
@@ -98,15 +101,36 @@ pub(crate) async fn accept_loop(
                     connection::close_cleanly(&client);
                     continue;
                 };
+                // Pacing comes before anything else the client costs: its PROXY header, TLS
+                // handshake, CONNECT and backend connection.
+                let arrival = match &plan.pacing {
+                    Some(pacing) => shared.pacer.arrive(Instant::now(), pacing),
+                    None => Arrival::Admit,
+                };
+                if let Arrival::Shed(reason) = arrival {
+                    tracing::debug!(listener = %shared.name, %peer, reason = reason.label(), "admission pacing closed the client");
+                    held::close_quietly(client);
+                    continue;
+                }
                 let Some(slot) = Slot::acquire(&shared, plan.max_connections) else {
+                    if let Arrival::Hold { .. } = arrival {
+                        shared.pacer.gone();
+                    }
                     shared.metrics.refused(RefuseReason::Limit);
                     tracing::debug!(listener = %shared.name, %peer, "connection limit reached");
                     connection::close_cleanly(&client);
                     continue;
                 };
-                shared
-                    .registry
-                    .spawn(Connection::new(client, peer, slot, plan), shared.id);
+                let connection = match arrival {
+                    Arrival::Hold { ticket, until } => {
+                        tracing::debug!(listener = %shared.name, %peer, "held by admission pacing");
+                        let until = shared.pacer.instant(until);
+                        let pacer = Arc::clone(&shared.pacer);
+                        Connection::held(Held::new(client, peer, plan, pacer, ticket, until), slot)
+                    }
+                    _ => Connection::new(client, peer, slot, plan),
+                };
+                shared.registry.spawn(connection, shared.id);
             }
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(listener = %shared.name, %error, "accept");

@@ -5,7 +5,9 @@
 
 mod connection;
 pub mod failback;
+mod held;
 mod listener;
+mod pacing;
 mod pipe;
 mod registry;
 pub mod relay;
@@ -24,6 +26,7 @@ use crate::metrics::ListenerMetrics;
 use crate::runtime::{ListenerId, Runtime};
 use connection::ListenerShared;
 pub use listener::{BindKey, BoundListener};
+use pacing::Pacer;
 pub use registry::{ClosePacer, Registry, Which};
 #[doc(hidden)]
 pub use tls::{Fed, feed_client_bytes};
@@ -81,6 +84,9 @@ impl Proxy {
         let (stop, stopped) = watch::channel(false);
         let (done, ended) = mpsc::channel(1);
         let open = Arc::default();
+        // One schedule for the listener, whichever thread accepts: a rate per thread would let
+        // the threads together through at a multiple of it.
+        let pacer = Arc::new(Pacer::new(&bound.name, metrics.admission.clone()));
         let accepts = bound
             .sockets
             .into_iter()
@@ -93,6 +99,7 @@ impl Proxy {
                     registry: Arc::clone(&self.registry),
                     runtime: Arc::clone(&self.runtime),
                     open: Arc::clone(&open),
+                    pacer: Arc::clone(&pacer),
                 }),
                 stop: stopped.clone(),
                 done: done.clone(),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::backend::{Backend, BackendId, PeerList};
-use crate::config::{Config, ConfigError, DiscoveryKind, ProxyProtocol, TokenSource};
+use crate::config::{Config, ConfigError, DiscoveryKind, Pacing, ProxyProtocol, TokenSource};
 use crate::discovery::{SelfNode, Source};
 use crate::health::ServerHealth;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -93,6 +93,8 @@ pub struct ListenerPlan {
     pub max_connections: u32,
     /// The client's CONNECT is read before a server is chosen, within these limits.
     pub preread: Option<Preread>,
+    /// Admission pacing of new clients; `None` = unpaced.
+    pub pacing: Option<Pacing>,
     /// TLS terminated before anything else; `None` = bytes pass through.
     pub tls: Option<Arc<Terminator>>,
 }
@@ -238,6 +240,7 @@ impl Runtime {
                             max_size: listener.max_connect_size,
                             timeout: listener.preread_timeout,
                         }),
+                        pacing: listener.pacing.enabled().then_some(listener.pacing),
                         tls,
                     }),
                     metrics: socket.metrics.clone(),

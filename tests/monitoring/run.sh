@@ -113,6 +113,9 @@ name = "mqtt"
 listen = "127.0.0.1:$mqtt_port"
 backend = "broker-mqtt"
 max_connections = 1000
+# Paced, so /health and the status page show its admission queue (the admission series exist
+# on every listener).
+max_connection_rate = 1000
 
 [[listener]]
 name = "mqtt-second"
@@ -247,6 +250,7 @@ else:
     assert local.endswith("<td>1</td><td></td></tr>"), f"the subscriber is not counted on the broker: {local}"
     listener = next(row for row in rows if f"<td>127.0.0.1:{mqtt}</td>" in row)
     assert "<td>1 / 1000</td>" in listener, f"the subscriber is not counted on its listener: {listener}"
+    assert listener.endswith("<td>0</td></tr>"), f"the paced listener shows no admission queue: {listener}"
 print(f"DOM after {polls.group(1)} refreshes: every listener and server, the local broker {state}")
 EOF
     mkdir -p target/monitoring

@@ -5,6 +5,7 @@
 
 pub mod backends;
 pub mod consul_server;
+pub mod counting;
 pub mod dns_server;
 pub mod emqx_api;
 pub mod forwarder;
