@@ -8,7 +8,10 @@ Under that pressure the kernel refuses writes even to sockets with nothing queue
 wake-up when memory comes back. Reports, per proxy binary, the clients that went without a byte
 for more than --stall seconds while their stream was unfinished, and the longest such pause.
 
-    sudo python3 benches/tcp_mem_stall.py --proxy target/release/brokerside [--proxy OTHER ...]
+    sudo python3 benches/tcp_mem_stall.py --proxy target/release/brokerside \
+        [--proxy OTHER ...] [--proxy /usr/sbin/haproxy]
+
+A proxy named `haproxy` runs with splice-request and splice-response, as compare.rs' HAProxy+splice.
 
 Needs root (sysctl). Traffic stays on 127.0.0.1. Not a test: CI does not run it.
 """
@@ -16,6 +19,7 @@ Needs root (sysctl). Traffic stays on 127.0.0.1. Not a test: CI does not run it.
 import argparse
 import asyncio
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -52,34 +56,32 @@ async def backend(port, size, ready):
         await server.serve_forever()
 
 
-async def client(port, size, read, every, stall, results):
-    longest = 0.0
-    got = 0
+async def client(port, size, read, every, state):
+    """Reads its stream, keeping `state` current so a cancelled client still reports."""
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
-        results.append((0, 0.0, False))
         return
-    last = time.monotonic()
+    state["last"] = time.monotonic()
+    state["port"] = writer.get_extra_info("sockname")[1]
     try:
-        while got < size:
-            try:
-                data = await asyncio.wait_for(reader.read(read), timeout=stall * 4)
-            except asyncio.TimeoutError:
-                longest = max(longest, time.monotonic() - last)
-                break
-            now = time.monotonic()
+        while state["got"] < size:
+            data = await reader.read(read)
             if not data:
                 break
-            longest = max(longest, now - last)
-            last = now
-            got += len(data)
+            now = time.monotonic()
+            if state["got"] == 0:
+                state["first"] = now - state["last"]
+            if now - state["last"] > state["longest"]:
+                state["longest"], state["paused_at"] = now - state["last"], state["last"]
+            state["last"] = now
+            state["got"] += len(data)
             await asyncio.sleep(every)
     except (ConnectionError, OSError):
         pass
     finally:
+        state["ended"] = True
         writer.close()
-    results.append((got, longest, got >= size))
 
 
 async def run_one(proxy, args):
@@ -87,16 +89,28 @@ async def run_one(proxy, args):
     ready = asyncio.Event()
     server = asyncio.create_task(backend(backend_port, args.mib << 20, ready))
     await ready.wait()
-    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config.write(
-        f'[admin]\nlisten = "127.0.0.1:0"\n'
-        f'[[listener]]\nname = "l"\nlisten = "127.0.0.1:{proxy_port}"\nbackend = "b"\n'
-        f'[[backend]]\nname = "b"\nservers = ["127.0.0.1:{backend_port}"]\n'
-        f'loopback_sources = "off"\n'
-    )
+    haproxy = os.path.basename(proxy) == "haproxy"
+    config = tempfile.NamedTemporaryFile("w", suffix=".cfg" if haproxy else ".toml", delete=False)
+    if haproxy:
+        # As in benches/compare.rs' HAProxy+splice target, with maxconn to fit the 20,000-file cap.
+        config.write(
+            "global\n  maxconn 5000\n  nbthread 2\n"
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n"
+            "  timeout server 300s\n  option splice-request\n  option splice-response\n"
+            f"listen l\n  bind 127.0.0.1:{proxy_port}\n  server b 127.0.0.1:{backend_port}\n"
+        )
+        command = [proxy, "-db", "-f"]
+    else:
+        config.write(
+            f'[admin]\nlisten = "127.0.0.1:0"\n'
+            f'[[listener]]\nname = "l"\nlisten = "127.0.0.1:{proxy_port}"\nbackend = "b"\n'
+            f'[[backend]]\nname = "b"\nservers = ["127.0.0.1:{backend_port}"]\n'
+            f'loopback_sources = "off"\n'
+        )
+        command = [proxy, "run", "--config"]
     config.close()
     process = subprocess.Popen(
-        [proxy, "run", "--config", config.name],
+        command + [config.name],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -107,18 +121,22 @@ async def run_one(proxy, args):
                 break
         except OSError:
             time.sleep(0.05)
-    results = []
+    results = [{"got": 0, "longest": 0.0, "first": 0.0, "last": None, "ended": False, "port": None, "paused_at": 0.0} for _ in range(args.clients)]
     started = time.monotonic()
     tasks = [
-        asyncio.create_task(
-            client(proxy_port, args.mib << 20, args.read, args.every, args.stall, results)
-        )
-        for _ in range(args.clients)
+        asyncio.create_task(client(proxy_port, args.mib << 20, args.read, args.every, state))
+        for state in results
     ]
     await asyncio.wait(tasks, timeout=args.seconds)
+    elapsed = time.monotonic() - started
+    now = time.monotonic()
+    for state in results:
+        # A client still waiting when the run ends is in a pause that counts too.
+        if not state["ended"] and state["last"] is not None and now - state["last"] > state["longest"]:
+            state["longest"], state["paused_at"] = now - state["last"], state["last"]
     for task in tasks:
         task.cancel()
-    elapsed = time.monotonic() - started
+    await asyncio.gather(*tasks, return_exceptions=True)
     process.terminate()
     try:
         _, stderr = process.communicate(timeout=5)
@@ -128,9 +146,16 @@ async def run_one(proxy, args):
     server.cancel()
     os.unlink(config.name)
     warned = sum("TCP memory" in line for line in stderr.splitlines())
-    stalled = [longest for _, longest, _ in results if longest > args.stall]
-    done = sum(1 for _, _, complete in results if complete)
-    moved = sum(got for got, _, _ in results)
+    size = args.mib << 20
+    stalled = [r for r in results if r["longest"] > args.stall]
+    for r in stalled:
+        print(
+            f"{proxy}: client port {r['port']} paused {r['longest']:.1f}s from "
+            f"{r['paused_at'] - started:.1f}s, {r['got']} B received",
+            file=sys.stderr,
+        )
+    done = sum(1 for r in results if r["got"] >= size)
+    moved = sum(r["got"] for r in results)
     return {
         "proxy": proxy,
         "clients": args.clients,
@@ -138,7 +163,9 @@ async def run_one(proxy, args):
         "moved_mib": moved / (1 << 20),
         "seconds": elapsed,
         "stalled": len(stalled),
-        "longest": max((l for _, l, _ in results), default=0.0),
+        "longest": max((r["longest"] for r in results), default=0.0),
+        "first": max((r["first"] for r in results), default=0.0),
+        "never": sum(1 for r in results if r["last"] is None),
         "warned": warned,
     }
 
@@ -156,6 +183,9 @@ def main():
         "--tcp-mem", default="4096 6144 8192", help="pages: min pressure max, for the run"
     )
     args = parser.parse_args()
+    # Clients and backend share this process (two descriptors per client); proxies inherit it.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with open(TCP_MEM) as f:
         saved = f.read().strip()
     rows = []
@@ -176,12 +206,12 @@ def main():
         f"stall = no byte for more than {args.stall}s"
     )
     print()
-    print("| proxy | finished | MiB moved | seconds | clients stalled | longest pause (s) | memory WARN lines |")
-    print("|---|---|---|---|---|---|---|")
+    print("| proxy | finished | MiB moved | seconds | clients stalled | longest pause (s) | longest wait for the first byte (s) | memory WARN lines | never connected |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| `{r['proxy']}` | {r['finished']}/{r['clients']} | {r['moved_mib']:.0f} | "
-            f"{r['seconds']:.0f} | {r['stalled']} | {r['longest']:.1f} | {r['warned']} |"
+            f"{r['seconds']:.0f} | {r['stalled']} | {r['longest']:.1f} | {r['first']:.1f} | {r['warned']} | {r['never']} |"
         )
 
 
