@@ -14,6 +14,8 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use rumqttc::{Packet, QoS};
 use serde_json::Value;
 use support::emqx_api::{API_KEY, API_SECRET, EmqxApi};
@@ -155,6 +157,62 @@ async fn a_peer_behind_a_cut_link_is_marked_down_and_new_clients_go_to_the_other
     );
     assert_eq!(backend_up(&sidecar, a), 1.0, "brokerside_backend_up of A");
     relay_reaches(relay, a, "cut-after").await;
+}
+
+/// A broker's reset ends its client's connection also where resets are lost on the way: a
+/// reset is sent once and never retransmitted, and a client refuses one that falls outside a
+/// receive window memory pressure has shrunk, or one a stateful firewall drops (issue 13). The
+/// link here loses every reset; the client must still see its connection end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_reset_ends_a_client_whose_link_loses_resets() {
+    let client_host = Netns::new("resets");
+    let link = client_host.wire();
+    let mut backend = RawBackend::start("127.0.0.1:0").await;
+    let sidecar = start_sidecar(&listener_config(
+        "mqtt",
+        &format!("{}:0", link.host),
+        &[backend.addr],
+        "",
+        "",
+    ));
+    let relay = sidecar.addr("mqtt");
+    let client = client_host
+        .spawn_task(async move {
+            let mut client = tokio::net::TcpStream::connect(relay).await?;
+            client.write_all(b"hello").await?;
+            std::io::Result::Ok(client)
+        })
+        .await
+        .expect("the client's task")
+        .expect("the client connects through the link");
+    let (mut served, _) = within("the backend connection", backend.accept()).await;
+    assert_eq!(read_n(&mut served, 5).await, b"hello");
+
+    link.drop_resets();
+    reset(served);
+    let read = client_host
+        .spawn_task(async move {
+            let mut client = client;
+            let mut buf = [0u8; 64];
+            tokio::time::timeout(SETTLE, client.read(&mut buf)).await
+        })
+        .await
+        .expect("the client's read");
+    println!("resets lost on the link: {}", link.resets_dropped());
+    match read {
+        Err(_) => panic!(
+            "the client never learnt that its broker reset the connection: after {SETTLE:?} \
+             it still waits ({} resets lost on the link)",
+            link.resets_dropped()
+        ),
+        Ok(Ok(0)) => {}
+        Ok(other) => panic!("the client read {other:?}, not the end of its connection"),
+    }
+    let resets = sidecar.metric(
+        "brokerside_connections_reset_total",
+        &[("listener", "mqtt"), ("side", "backend")],
+    );
+    assert_eq!(resets, 1.0, "the broker's reset is counted");
 }
 
 /// Messages published across the impaired link.

@@ -286,12 +286,13 @@ async fn a_backend_closing_one_connection_mid_stream_leaves_the_others_alone() {
 }
 
 #[tokio::test]
-async fn a_backend_reset_reaches_its_client_only_and_is_counted() {
+async fn a_backend_reset_ends_its_client_only_with_a_fin_and_is_counted() {
     let (proxy, (mut a, a_served), (mut b, mut b_served)) = two_relayed_clients().await;
 
+    // A FIN, which is retransmitted until it arrives; a reset, sent once, can be refused on the
+    // way (tests/faults.rs shows a client that never learns of a lost one).
     reset(a_served);
-    let error = read_to_eof(&mut a).await.expect_err("A sees the reset");
-    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+    assert_eq!(read_to_eof(&mut a).await.expect("A sees a FIN"), b"");
     assert_eq!(proxy.metric(RESET, &[("side", "backend")]), 1);
     assert_eq!(proxy.metric(RESET, &[("side", "client")]), 0);
     still_relays(&mut b, &mut b_served).await;

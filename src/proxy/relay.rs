@@ -52,7 +52,7 @@ pub enum Side {
 pub enum RelayEnd {
     /// Both directions finished with a FIN.
     Closed,
-    /// One side sent a reset; the other side was reset too.
+    /// One side sent a reset: the broker was reset too, or the client got a FIN.
     Reset(Side),
     /// No byte moved for the idle timeout.
     IdleTimeout,
@@ -184,16 +184,21 @@ pub(super) struct Failure {
 }
 
 impl Failure {
-    /// How a relay that failed ends. A reset from one side is passed on as a reset to the other,
-    /// which learns at once, as it would without a proxy; any other error is a failure.
-    pub(super) fn end(self, client: &TcpStream, backend: &TcpStream) -> RelayEnd {
+    /// How a relay that failed ends; any error other than a reset is a failure.
+    ///
+    /// A client's reset is passed on to the broker as a reset: it is on this host or a near one,
+    /// and learns at once that the client is gone. A broker's reset reaches the client as a FIN
+    /// after the bytes already queued to it, as HAProxy, NGINX and Envoy end it by default. A
+    /// reset is sent once and never retransmitted: a client whose receive window was shrunk by
+    /// memory pressure, or that had dropped the last segment, refuses it, and then waits, with
+    /// nothing queued, for its keepalive (issue 13). A FIN is retransmitted until it arrives.
+    pub(super) fn end(self, backend: &TcpStream) -> RelayEnd {
         if !is_reset(&self.error) {
             return RelayEnd::Failed(self.side, self.error);
         }
-        set_reset_on_close(match self.side {
-            Side::Client => backend,
-            Side::Backend => client,
-        });
+        if self.side == Side::Client {
+            set_reset_on_close(backend);
+        }
         RelayEnd::Reset(self.side)
     }
 }
@@ -516,12 +521,12 @@ impl Relay {
     }
 
     /// Moves bytes both ways until both directions have ended, one side resets, or nothing
-    /// moves for the idle timeout. Half-closes are carried across; a reset from one side is
-    /// passed on as a reset to the other.
+    /// moves for the idle timeout. Half-closes are carried across; a reset ends the other side
+    /// as [`Failure::end`] says.
     pub fn poll_relay(&mut self, cx: &mut Context<'_>, counters: Counters<'_>) -> Poll<RelayEnd> {
         match ready!(self.poll_inner(cx, counters)) {
             Ok(end) => Poll::Ready(end),
-            Err(failure) => Poll::Ready(failure.end(&self.client, &self.backend)),
+            Err(failure) => Poll::Ready(failure.end(&self.backend)),
         }
     }
 

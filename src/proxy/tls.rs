@@ -11,7 +11,7 @@
 //! on, or (at most one record of) ciphertext a client that does not read is behind on.
 //!
 //! A close_notify from the client is a FIN to the broker; a FIN from the broker is a
-//! close_notify and a FIN to the client; resets are passed on as resets, as on the plain path.
+//! close_notify and a FIN to the client; resets end the other side as on the plain path.
 
 use std::cell::RefCell;
 use std::io;
@@ -478,7 +478,7 @@ impl TlsRelay {
     ) -> Poll<RelayEnd> {
         match ready!(self.poll_inner(cx, &counters)) {
             Ok(end) => Poll::Ready(end),
-            Err(failure) => Poll::Ready(failure.end(&self.client, &self.backend)),
+            Err(failure) => Poll::Ready(failure.end(&self.backend)),
         }
     }
 

@@ -583,6 +583,22 @@ impl Link {
         Ok(())
     }
 
+    /// From now on loses every TCP reset, both ways; a wire's only (see [`Netns::wire`]).
+    pub fn drop_resets(&self) {
+        let wire = self
+            .wire
+            .as_ref()
+            .expect("resets are dropped on a wire only");
+        wire.drop_resets.store(true, Ordering::SeqCst);
+    }
+
+    /// TCP resets the link has lost.
+    pub fn resets_dropped(&self) -> u64 {
+        self.wire
+            .as_ref()
+            .map_or(0, |wire| wire.resets_dropped.load(Ordering::SeqCst))
+    }
+
     /// How the link is impaired: `"netem"` or `"emulated"` (a wire).
     pub fn how(&self) -> &'static str {
         if self.wire.is_some() {
@@ -635,6 +651,20 @@ struct Impairment {
     offered: AtomicU64,
     /// Packets dropped so far.
     dropped: AtomicU64,
+    /// Lose every TCP reset, as a stateful firewall does one outside its window.
+    drop_resets: AtomicBool,
+    /// TCP resets lost so far.
+    resets_dropped: AtomicU64,
+}
+
+/// Whether `packet` is an IPv4 TCP segment with RST set.
+fn is_tcp_reset(packet: &[u8]) -> bool {
+    let header = usize::from(packet.first().map_or(0, |b| b & 0x0f)) * 4;
+    packet.first().is_some_and(|b| b >> 4 == 4)
+        && packet.get(9) == Some(&6)
+        && packet
+            .get(header + 13)
+            .is_some_and(|flags| flags & 0x04 != 0)
 }
 
 struct WireThreads {
@@ -703,6 +733,10 @@ fn carry_packets(from: &File, to: &File, impairment: &Impairment, stop: &AtomicB
         let Ok(n) = reader.read(&mut buf) else {
             continue;
         };
+        if impairment.drop_resets.load(Ordering::SeqCst) && is_tcp_reset(&buf[..n]) {
+            impairment.resets_dropped.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
         let loss = impairment.loss_ppm.load(Ordering::SeqCst);
         let delay = Duration::from_micros(impairment.delay_us.load(Ordering::SeqCst));
         if loss > 0 || !delay.is_zero() {
