@@ -4,9 +4,10 @@
 A backend sends every client a few MiB through the proxy; the clients read slowly, so bytes pile
 up in socket buffers until the host reaches its `net.ipv4.tcp_mem` limit, which this script
 lowers for the run (it is host-wide: nothing else should run meanwhile) and restores after.
-Under that pressure the kernel refuses writes even to sockets with nothing queued, and sends no
-wake-up when memory comes back. Reports, per proxy binary, the clients that went without a byte
-for more than --stall seconds while their stream was unfinished, and the longest such pause.
+Under that pressure the kernel drops packets, refuses some writes, and resets closed sockets it
+lacks memory for. Reports, per proxy binary, the clients that went without a byte for more than
+--stall seconds while their stream was unfinished (on stderr, each by port, when it paused and
+what it had received), and the longest such pause, counting one still under way at the end.
 
     sudo python3 benches/tcp_mem_stall.py --proxy target/release/brokerside \
         [--proxy OTHER ...] [--proxy /usr/sbin/haproxy]
@@ -121,18 +122,20 @@ async def run_one(proxy, args):
                 break
         except OSError:
             time.sleep(0.05)
-    results = [{"got": 0, "longest": 0.0, "first": 0.0, "last": None, "ended": False, "port": None, "paused_at": 0.0} for _ in range(args.clients)]
+    fresh = {"got": 0, "longest": 0.0, "first": 0.0, "last": None, "ended": False, "port": None}
+    results = [dict(fresh, paused_at=0.0) for _ in range(args.clients)]
     started = time.monotonic()
     tasks = [
         asyncio.create_task(client(proxy_port, args.mib << 20, args.read, args.every, state))
         for state in results
     ]
     await asyncio.wait(tasks, timeout=args.seconds)
-    elapsed = time.monotonic() - started
     now = time.monotonic()
+    elapsed = now - started
     for state in results:
         # A client still waiting when the run ends is in a pause that counts too.
-        if not state["ended"] and state["last"] is not None and now - state["last"] > state["longest"]:
+        waiting = not state["ended"] and state["last"] is not None
+        if waiting and now - state["last"] > state["longest"]:
             state["longest"], state["paused_at"] = now - state["last"], state["last"]
     for task in tasks:
         task.cancel()
@@ -206,12 +209,16 @@ def main():
         f"stall = no byte for more than {args.stall}s"
     )
     print()
-    print("| proxy | finished | MiB moved | seconds | clients stalled | longest pause (s) | longest wait for the first byte (s) | memory WARN lines | never connected |")
+    print(
+        "| proxy | finished | MiB moved | seconds | clients stalled | longest pause (s) "
+        "| longest wait for the first byte (s) | memory WARN lines | never connected |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| `{r['proxy']}` | {r['finished']}/{r['clients']} | {r['moved_mib']:.0f} | "
-            f"{r['seconds']:.0f} | {r['stalled']} | {r['longest']:.1f} | {r['first']:.1f} | {r['warned']} | {r['never']} |"
+            f"{r['seconds']:.0f} | {r['stalled']} | {r['longest']:.1f} | {r['first']:.1f} | "
+            f"{r['warned']} | {r['never']} |"
         )
 
 
