@@ -154,15 +154,19 @@ impl Future for Connection {
                                     Relay::new(open.client, open.backend, open.timeouts),
                                     slot,
                                 ),
-                                Some(session) => Connection::RelayingTls(
-                                    Box::new(TlsRelay::new(
-                                        open.client,
-                                        open.backend,
-                                        session,
-                                        open.timeouts,
-                                    )),
-                                    slot,
-                                ),
+                                Some(session) => match TlsRelay::new(
+                                    open.client,
+                                    open.backend,
+                                    session,
+                                    open.timeouts,
+                                ) {
+                                    Ok(relay) => Connection::RelayingTls(Box::new(relay), slot),
+                                    Err((error, client, backend)) => {
+                                        let end = RelayEnd::Failed(Side::Client, error);
+                                        log_end(&client, &backend, end, &slot.shared.metrics);
+                                        return Poll::Ready(());
+                                    }
+                                },
                             };
                         }
                     }

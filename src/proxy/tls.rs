@@ -10,6 +10,10 @@
 //! that is freed once sent: a partial record from the client, plaintext the broker is behind
 //! on, or (at most one record of) ciphertext a client that does not read is behind on.
 //!
+//! Once the handshake is done, a TLS 1.3 connection leaves rustls' connection for the record
+//! layer of `tls/record.rs`, which holds only the raw traffic keys while idle (see there for
+//! why); TLS 1.2 stays on rustls.
+//!
 //! A close_notify from the client is a FIN to the broker; a FIN from the broker is a
 //! close_notify and a FIN to the client; resets end the other side as on the plain path.
 
@@ -30,6 +34,7 @@ use crate::metrics::HandshakeFailure;
 use crate::mqtt::ConnectSource;
 use crate::net::memory_wait::{MemoryWait, send_now};
 use crate::net::socket::shutdown_write;
+use crate::tls::record::Records;
 
 /// Client bytes read per call.
 const TLS_READ: usize = 64 * 1024;
@@ -205,6 +210,53 @@ fn grow_into(
                 return Err(rustls::Error::General("cannot encode a TLS record".into()));
             }
         }
+    }
+}
+
+/// The TLS state of a relayed connection, boxed: the relay stays small whichever it is.
+enum Session {
+    /// TLS 1.3: records opened and sealed by `tls/record.rs`.
+    Records(Box<Records>),
+    /// TLS 1.2, or a suite sealed only by rustls.
+    Rustls(Box<UnbufferedServerConnection>),
+}
+
+impl Session {
+    /// Takes the finished handshake's connection over, to TLS 1.3 records where it can.
+    fn start(conn: UnbufferedServerConnection) -> Result<Session, rustls::Error> {
+        match Records::take_over(conn) {
+            Ok(records) => Ok(Session::Records(Box::new(records?))),
+            Err(conn) => Ok(Session::Rustls(Box::new(conn))),
+        }
+    }
+
+    /// [`process`] for either kind of state.
+    fn process(
+        &mut self,
+        incoming: &mut [u8],
+        out: &mut Output,
+        send: Send<'_>,
+    ) -> Result<Progress, Failed> {
+        let records = match self {
+            Session::Rustls(conn) => return process(conn, incoming, out, send),
+            Session::Records(records) => records,
+        };
+        // The alert for a refused record is already in `out.tls`: nothing is left to fetch.
+        let failed = |error| Failed { error, consumed: 0 };
+        let opened = records
+            .open(incoming, &mut out.plain, &mut out.tls)
+            .map_err(failed)?;
+        match send {
+            Send::Nothing => Ok(()),
+            Send::Data(data) => records.seal(data, &mut out.tls),
+            Send::CloseNotify => records.seal_close_notify(&mut out.tls),
+        }
+        .map_err(failed)?;
+        Ok(Progress {
+            consumed: opened.consumed,
+            peer_closed: opened.closed,
+            sent: true,
+        })
     }
 }
 
@@ -417,7 +469,7 @@ fn tls_failure(failed: Failed) -> Failure {
 pub(crate) struct TlsRelay {
     client: TcpStream,
     backend: TcpStream,
-    conn: UnbufferedServerConnection,
+    session: Session,
     /// Client TLS bytes received but not yet a whole record.
     carried: Vec<u8>,
     /// Plaintext the broker has not taken yet.
@@ -434,17 +486,28 @@ pub(crate) struct TlsRelay {
 
 impl TlsRelay {
     /// A relay between the client of `session` and `backend`; what arrived with the handshake
-    /// must already have been sent to `backend`.
+    /// must already have been sent to `backend`. Fails only if rustls will not hand a finished
+    /// TLS 1.3 connection over.
     pub(crate) fn new(
         client: TcpStream,
         backend: TcpStream,
         session: Handshaken,
         timeouts: Timeouts,
-    ) -> TlsRelay {
-        TlsRelay {
+    ) -> Result<TlsRelay, (io::Error, TcpStream, TcpStream)> {
+        let tls = match Session::start(session.conn) {
+            Ok(tls) => tls,
+            Err(e) => {
+                return Err((
+                    io::Error::new(io::ErrorKind::InvalidData, e),
+                    client,
+                    backend,
+                ));
+            }
+        };
+        Ok(TlsRelay {
             client,
             backend,
-            conn: session.conn,
+            session: tls,
             carried: session.carried,
             to_backend: Pending::default(),
             to_client: Pending::default(),
@@ -456,7 +519,7 @@ impl TlsRelay {
             moved: false,
             half_close: timeouts.half_close,
             timer: timeouts.idle.map(|idle| Timer::new(Some(idle))),
-        }
+        })
     }
 
     /// The client's socket.
@@ -590,7 +653,7 @@ impl TlsRelay {
             let total = carried + read_buf.filled().len();
             buf[..carried].copy_from_slice(&self.carried);
             let result = OUTPUT.with_borrow_mut(|out| {
-                let processed = process(&mut self.conn, &mut buf[..total], out, Send::Nothing);
+                let processed = self.session.process(&mut buf[..total], out, Send::Nothing);
                 let delivered = self.deliver(out, counters);
                 let progress = processed.map_err(tls_failure)?;
                 delivered?;
@@ -630,7 +693,7 @@ impl TlsRelay {
                 Send::Data(&plain[..read])
             };
             let result = OUTPUT.with_borrow_mut(|out| {
-                let processed = process(&mut self.conn, &mut self.carried, out, send);
+                let processed = self.session.process(&mut self.carried, out, send);
                 let delivered = self.deliver(out, counters);
                 let progress = processed.map_err(tls_failure)?;
                 delivered?;
@@ -818,11 +881,14 @@ pub fn feed_client_bytes(server: Arc<ServerConfig>, chunks: &[&[u8]]) -> Fed {
 mod tests {
     use super::*;
 
-    /// Every idle TLS connection holds one boxed relay for its whole life: it must stay within
-    /// mimalloc's 1,280-byte size class, or each connection pays for the next class (1,536).
+    /// Every idle TLS connection holds one boxed relay for its whole life, and a TLS 1.3 one
+    /// its boxed records: each must stay within its mimalloc size class (192 and 768 bytes), or
+    /// every connection pays for the next class.
     #[test]
-    fn an_idle_tls_relay_stays_within_its_allocation_class() {
+    fn an_idle_tls_relay_stays_within_its_allocation_classes() {
         let size = std::mem::size_of::<TlsRelay>();
-        assert!(size <= 1280, "the TLS relay grew to {size} bytes");
+        assert!(size <= 192, "the TLS relay grew to {size} bytes");
+        let size = std::mem::size_of::<Records>();
+        assert!(size <= 768, "the TLS records grew to {size} bytes");
     }
 }

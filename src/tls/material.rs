@@ -148,6 +148,8 @@ pub fn load(tls: &TlsConfig, path: &str) -> Result<(TlsMaterial, Vec<Warning>), 
         certificates.push(info);
     }
     let mut server = builder.with_cert_resolver(Arc::new(SniResolver::new(default_key, names)));
+    // After the handshake, the relay seals and opens TLS 1.3 records itself (tls/record.rs).
+    server.enable_secret_extraction = true;
     server.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     let digest = hex(&hash.finalize());
     Ok((

@@ -6,6 +6,7 @@
 //! (`proxy/tls.rs`).
 
 pub mod material;
+pub mod record;
 mod resolver;
 pub mod watch;
 
