@@ -160,6 +160,77 @@ async fn openssl_verifies_the_chain_with_tls_1_3_and_1_2_and_negotiates_alpn() {
     );
 }
 
+/// After the handshake TLS 1.3 records are brokerside's own: with each TLS 1.3 cipher suite,
+/// `openssl s_client` updates its keys (`k`), then asks brokerside to update its own (`K`), and
+/// the bytes it sends after each still reach an echo backend and come back, under brokerside's
+/// new key after `K`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_key_updates_cross_termination_with_every_tls_1_3_suite() {
+    let echo = echo_backend().await;
+    let pki = Pki::new("keyupdate");
+    let server = pki.server("server", &["localhost"], 8);
+    let proxy = start_proxy(&tls_config(&[echo], "", &tls_table(&server, "")));
+    let addr = proxy.addr("mqtts");
+    for suite in [
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_CHACHA20_POLY1305_SHA256",
+    ] {
+        let mut child = tokio::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .args(["-servername", "localhost", "-CAfile"])
+            .arg(&pki.ca)
+            .args([
+                "-verify_return_error",
+                "-tls1_3",
+                "-ciphersuites",
+                suite,
+                "-msg",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl is installed (Debian package openssl)");
+        let mut stdin = child.stdin.take().unwrap();
+        // s_client reads a line at a time when the lines come apart; a line that is only `k` or
+        // `K` is a command, not data.
+        for line in ["before\n", "k\n", "after-k\n", "K\n", "after-upper-k\n"] {
+            stdin.write_all(line.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        drop(stdin);
+        let out = within("openssl s_client", child.wait_with_output())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let errors = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains(&format!("Cipher is {suite}")),
+            "{suite}:\n{text}"
+        );
+        assert_eq!(errors.matches("KEYUPDATE").count(), 2, "{suite}:\n{errors}");
+        for echoed in ["before", "after-k", "after-upper-k"] {
+            assert!(
+                text.lines().any(|line| line == echoed),
+                "{suite}: no echo of {echoed}\n{text}\n{errors}"
+            );
+        }
+        // brokerside's own KeyUpdate, answering `K`, as s_client's message trace shows it.
+        let received = text
+            .lines()
+            .filter(|line| {
+                line.starts_with("<<< TLS 1.3, Handshake") && line.ends_with("KeyUpdate")
+            })
+            .count();
+        assert_eq!(received, 1, "{suite}:\n{text}");
+    }
+    assert_eq!(
+        proxy.metric("brokerside_tls_handshakes_total", &[("version", "1.3")]),
+        3
+    );
+}
+
 /// mosquitto_sub and mosquitto_pub with `--cafile`: a message round-trips through termination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_clients_round_trip_through_termination() {

@@ -664,7 +664,8 @@ impl TlsRelay {
                 Err(failure) => return Poll::Ready(Err(failure)),
             };
             let rest = &buf[progress.consumed..total];
-            if rest.is_empty() {
+            // Nothing after close_notify is read: keep none of it.
+            if rest.is_empty() || progress.peer_closed {
                 self.carried = Vec::new();
             } else {
                 self.carried = rest.to_vec();
