@@ -17,7 +17,7 @@ set -euo pipefail
 fuzz_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 seconds=${FUZZ_SECONDS:-60}
 timeout=${FUZZ_TIMEOUT:-10}
-all_targets=(proxy_protocol config admin_route mqtt_connect tls_handshake)
+all_targets=(proxy_protocol config admin_route mqtt_connect tls_handshake tls_records)
 if (($# > 0)); then
     targets=("$@")
 else

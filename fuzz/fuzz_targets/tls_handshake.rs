@@ -12,38 +12,13 @@
 
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
-
-use brokerside::config::Config;
 use brokerside::proxy::{Fed, feed_client_bytes};
 use libfuzzer_sys::fuzz_target;
-use rustls::server::ServerConfig;
 
-/// A P-256 test certificate (100 years) and its key, committed beside the target.
-const CERT: &str = include_str!("../tls/cert.pem");
-const KEY: &str = include_str!("../tls/key.pem");
+#[path = "shared/tls_server.rs"]
+mod tls_server;
 
-fn server() -> Arc<ServerConfig> {
-    static SERVER: OnceLock<Arc<ServerConfig>> = OnceLock::new();
-    Arc::clone(SERVER.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("brokerside-fuzz-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, CERT).expect("write the certificate");
-        std::fs::write(&key, KEY).expect("write the key");
-        let config = Config::from_toml(&format!(
-            "[[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nbackend = \"b\"\n\
-             [listener.tls]\ncert = \"{}\"\nkey = \"{}\"\nalpn = [\"mqtt\"]\n\
-             [[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:1\"]\n",
-            cert.display(),
-            key.display()
-        ))
-        .expect("a valid config");
-        let (loaded, _) =
-            brokerside::tls::load_listeners(&config).expect("the test certificate loads");
-        Arc::clone(&loaded["t"].server)
-    }))
-}
+use tls_server::server;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&size, bytes)) = data.split_first() else {

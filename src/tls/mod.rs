@@ -8,6 +8,8 @@
 pub mod material;
 pub mod record;
 mod resolver;
+#[doc(hidden)]
+pub mod testing;
 pub mod watch;
 
 use std::collections::HashMap;

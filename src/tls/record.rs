@@ -73,6 +73,8 @@ pub struct Records<D = ServerConnectionData> {
     limit: u64,
     rx: Keys,
     tx: Keys,
+    /// The peer's close_notify arrived: nothing after it is opened.
+    closed: bool,
 }
 
 /// One direction's traffic key, IV and next sequence number.
@@ -186,6 +188,7 @@ impl<D> Records<D> {
             limit: suite.common.confidentiality_limit.min(SEQ_SOFT_LIMIT),
             rx,
             tx,
+            closed: false,
         })
     }
 
@@ -198,15 +201,19 @@ impl<D> Records<D> {
 
     /// Opens the whole records at the start of `incoming` (in place): application data is
     /// appended to `plain`; what the connection answers (a KeyUpdate) is sealed into `tls`.
-    /// Stops at the first partial record or after close_notify. A record that must be refused
-    /// ends the connection: the alert for it is sealed into `tls`, to be sent before closing.
+    /// Stops at the first partial record or after close_notify; once close_notify has come, a
+    /// call opens nothing (and says `closed` again). A record that must be refused ends the
+    /// connection: the alert for it is sealed into `tls`, to be sent before closing.
     pub fn open(
         &mut self,
         incoming: &mut [u8],
         plain: &mut Vec<u8>,
         tls: &mut Vec<u8>,
     ) -> Result<Opened, Error> {
-        let mut opened = Opened::default();
+        let mut opened = Opened {
+            consumed: 0,
+            closed: self.closed,
+        };
         let mut key: Option<LessSafeKey> = None;
         let mut answer = false;
         while !opened.closed {
@@ -242,20 +249,21 @@ impl<D> Records<D> {
                 return Err(self.refuse(tls, AlertDescription::BadRecordMac, Error::DecryptError));
             };
             opened.consumed += HEADER + len;
+            // RFC 8446 §5.4: content, type and padding within 2^14 + 1 bytes.
+            if inner.len() > MAX_PLAINTEXT + 1 {
+                let error = InvalidMessage::MessageTooLarge.into();
+                return Err(self.refuse(tls, AlertDescription::RecordOverflow, error));
+            }
             // The content type is the last byte that is not padding.
             let Some(end) = inner.iter().rposition(|&b| b != 0) else {
                 let error = PeerMisbehaved::IllegalTlsInnerPlaintext.into();
                 return Err(self.refuse(tls, AlertDescription::UnexpectedMessage, error));
             };
             let (content, typ) = (&inner[..end], inner[end]);
-            if content.len() > MAX_PLAINTEXT {
-                let error = InvalidMessage::MessageTooLarge.into();
-                return Err(self.refuse(tls, AlertDescription::RecordOverflow, error));
-            }
             match typ {
                 APPLICATION_DATA => plain.extend_from_slice(content),
                 ALERT => match *content {
-                    [_, CLOSE_NOTIFY] => opened.closed = true,
+                    [_, CLOSE_NOTIFY] => (self.closed, opened.closed) = (true, true),
                     [_, USER_CANCELED] => {}
                     [_, description] => return Err(Error::AlertReceived(description.into())),
                     _ => {
