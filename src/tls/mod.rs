@@ -3,7 +3,8 @@
 //! [`Terminator`] whose material is swapped whole when the files change or a reload re-reads
 //! them: new handshakes take the new material, open connections keep what they started with.
 //! The handshake and the relay of a terminated connection live with the rest of the relay
-//! (`proxy/tls.rs`).
+//! (`proxy/tls.rs`); after a TLS 1.3 handshake, the relay's records are opened and sealed by
+//! [`record`].
 
 pub mod material;
 pub mod record;

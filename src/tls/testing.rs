@@ -53,8 +53,7 @@ pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>,
 /// A TLS 1.3 client config that offers only `suite` (one of ring's TLS 1.3 suites, e.g.
 /// `rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256`), with secret extraction
 /// enabled so that it can be taken over. Its one key exchange is X25519, the cheapest (the
-/// records after the handshake do not depend on it; rustls 0.23.48's ring provider would
-/// start with P-384).
+/// records after the handshake do not depend on it).
 ///
 /// It accepts any server certificate, without checking its chain, name or dates: these
 /// connections test the record layer, not authentication. The server's handshake signature is
