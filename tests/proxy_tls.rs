@@ -160,6 +160,38 @@ async fn openssl_verifies_the_chain_with_tls_1_3_and_1_2_and_negotiates_alpn() {
     );
 }
 
+/// Runs `openssl s_client` against `addr`, verifying the chain against the test CA, with
+/// `args`; writes `lines` 300 ms apart (s_client reads a line at a time when lines come apart,
+/// and a line that is only `k`, `K` or `R` is a command, not data), then closes its input.
+/// Returns its stdout and stderr.
+async fn s_client(addr: SocketAddr, pki: &Pki, args: &[&str], lines: &[&str]) -> (String, String) {
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string()])
+        .args(["-servername", "localhost", "-CAfile"])
+        .arg(&pki.ca)
+        .arg("-verify_return_error")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed (Debian package openssl)");
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        // A connection refused mid-way may close s_client's input: later lines go nowhere.
+        let _ = stdin.write_all(format!("{line}\n").as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(stdin);
+    let out = within("openssl s_client", child.wait_with_output())
+        .await
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// After the handshake TLS 1.3 records are brokerside's own: with each TLS 1.3 cipher suite,
 /// `openssl s_client` updates its keys (`k`), then asks brokerside to update its own (`K`), and
 /// the bytes it sends after each still reach an echo backend and come back, under brokerside's
@@ -176,35 +208,13 @@ async fn openssl_key_updates_cross_termination_with_every_tls_1_3_suite() {
         "TLS_AES_256_GCM_SHA384",
         "TLS_CHACHA20_POLY1305_SHA256",
     ] {
-        let mut child = tokio::process::Command::new("openssl")
-            .args(["s_client", "-connect", &addr.to_string()])
-            .args(["-servername", "localhost", "-CAfile"])
-            .arg(&pki.ca)
-            .args([
-                "-verify_return_error",
-                "-tls1_3",
-                "-ciphersuites",
-                suite,
-                "-msg",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("openssl is installed (Debian package openssl)");
-        let mut stdin = child.stdin.take().unwrap();
-        // s_client reads a line at a time when the lines come apart; a line that is only `k` or
-        // `K` is a command, not data.
-        for line in ["before\n", "k\n", "after-k\n", "K\n", "after-upper-k\n"] {
-            stdin.write_all(line.as_bytes()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        drop(stdin);
-        let out = within("openssl s_client", child.wait_with_output())
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let errors = String::from_utf8_lossy(&out.stderr);
+        let (text, errors) = s_client(
+            addr,
+            &pki,
+            &["-tls1_3", "-ciphersuites", suite, "-msg"],
+            &["before", "k", "after-k", "K", "after-upper-k"],
+        )
+        .await;
         assert!(
             text.contains(&format!("Cipher is {suite}")),
             "{suite}:\n{text}"
@@ -229,6 +239,59 @@ async fn openssl_key_updates_cross_termination_with_every_tls_1_3_suite() {
         proxy.metric("brokerside_tls_handshakes_total", &[("version", "1.3")]),
         3
     );
+}
+
+/// TLS 1.2 records are brokerside's own too: with each TLS 1.2 cipher (AES-GCM with its explicit
+/// nonces, ChaCha20-Poly1305), `openssl s_client` bytes reach an echo backend and come back;
+/// its renegotiation (`R`) is refused, which ends that connection only, counted as failed on
+/// the client's side, while another client keeps its echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_tls_1_2_ciphers_cross_termination_and_renegotiation_is_refused() {
+    let echo = echo_backend().await;
+    let pki = Pki::new("tls12");
+    let server = pki.server("server", &["localhost"], 9);
+    let proxy = start_proxy(&tls_config(&[echo], "", &tls_table(&server, "")));
+    let addr = proxy.addr("mqtts");
+    let mut bystander = tls_connect(addr, "localhost", pki.client_config(None, &[]))
+        .await
+        .expect("the bystander's handshake");
+    for cipher in [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ] {
+        let (text, errors) = s_client(
+            addr,
+            &pki,
+            &["-tls1_2", "-cipher", cipher],
+            &["before", "R", "after-r"],
+        )
+        .await;
+        assert!(
+            text.contains(&format!("Cipher is {cipher}")),
+            "{cipher}:\n{text}"
+        );
+        assert!(
+            text.lines().any(|line| line == "before"),
+            "{cipher}: no echo\n{text}"
+        );
+        assert!(errors.contains("RENEGOTIATING"), "{cipher}:\n{errors}");
+        assert!(
+            !text.lines().any(|line| line == "after-r"),
+            "{cipher}: the connection outlived its renegotiation\n{text}"
+        );
+    }
+    let failed = proxy.metric(
+        "brokerside_connections_failed_total",
+        &[("listener", "mqtts"), ("side", "client")],
+    );
+    assert_eq!(failed, 3);
+    bystander.write_all(b"still here").await.unwrap();
+    let mut got = [0; 10];
+    within("the bystander's echo", bystander.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(&got, b"still here");
 }
 
 /// mosquitto_sub and mosquitto_pub with `--cafile`: a message round-trips through termination.

@@ -1,14 +1,18 @@
-//! The TLS 1.3 record layer the relay takes a connection over with (`tls/record.rs`), on both
-//! ends of connections handshaken in memory by rustls (`tls::testing::pair`), for each of the
-//! three TLS 1.3 suites: what each side decrypts, how key updates are followed and answered,
-//! and what a bad record is refused with (the error, and the alert the peer then reads).
+//! The record layer the relay takes a connection over with (`tls/record.rs`), on both ends of
+//! connections handshaken in memory by rustls (`tls::testing::pair`), for each of the three TLS
+//! 1.3 suites: what each side decrypts, how key updates are followed and answered, and what a
+//! bad record is refused with (the error, and the alert the peer then reads); then the same
+//! for TLS 1.2's AES-GCM (explicit nonces) and ChaCha20-Poly1305 suites, which have no key
+//! update and refuse renegotiation.
 
 use std::sync::{Arc, OnceLock};
 
 use brokerside::tls::record::{MAX_PLAINTEXT, Records};
 use brokerside::tls::testing::{self, Ended, Fed, Pair, feed};
 use rustls::crypto::ring::cipher_suite::{
-    TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256,
+    TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
 };
 use rustls::server::ServerConfig;
 use rustls::{AlertDescription, ContentType, Error, InvalidMessage, PeerMisbehaved};
@@ -33,10 +37,11 @@ fn server() -> Arc<ServerConfig> {
 fn pair(suite: rustls::SupportedCipherSuite) -> Pair {
     let client = testing::client_config(suite).expect("a client config");
     let pair = testing::pair(server(), client).expect("the in-memory handshake");
-    assert!(Records::<()>::seals(
-        Some(rustls::ProtocolVersion::TLSv1_3),
-        Some(suite)
-    ));
+    let version = match suite {
+        rustls::SupportedCipherSuite::Tls12(_) => rustls::ProtocolVersion::TLSv1_2,
+        rustls::SupportedCipherSuite::Tls13(_) => rustls::ProtocolVersion::TLSv1_3,
+    };
+    assert!(Records::<()>::seals(Some(version), Some(suite)));
     pair
 }
 
@@ -570,5 +575,127 @@ fn zero_length_application_data_is_accepted() {
             client.seal(b"then data", wire).unwrap();
         });
         assert_clean(&fed, b"then data", suite);
+    }
+}
+
+const TLS12_SUITES: [rustls::SupportedCipherSuite; 3] = [
+    TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+];
+
+#[test]
+fn tls_1_2_data_round_trips_both_ways_in_any_split_of_reads() {
+    let data = payload(100 * 1024);
+    for suite in TLS12_SUITES {
+        for read in [1, 5, 16 * 1024 + 7, data.len() * 2] {
+            let (mut server, mut client) = pair(suite);
+            let mut wire = Vec::new();
+            client.seal(&data, &mut wire).unwrap();
+            let fed = feed(&mut server, &wire, || read);
+            assert_clean(&fed, &data, (suite, read));
+
+            let mut wire = Vec::new();
+            server.seal(&data, &mut wire).unwrap();
+            let fed = feed(&mut client, &wire, || read);
+            assert_clean(&fed, &data, (suite, read));
+        }
+        // A full record: its content, AES-GCM's explicit nonce, the tag; its own content type.
+        let (mut server, _) = pair(suite);
+        let mut wire = Vec::new();
+        server.seal(&data, &mut wire).unwrap();
+        let first = records(&wire)[0];
+        let explicit = if suite == TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 {
+            0
+        } else {
+            8
+        };
+        assert_eq!(first.len(), 5 + explicit + MAX_PLAINTEXT + 16, "{suite:?}");
+        assert_eq!(first[0], 23, "{suite:?}: application data on the wire");
+    }
+}
+
+#[test]
+fn tls_1_2_ignores_a_warning_and_ends_at_close_notify() {
+    for suite in TLS12_SUITES {
+        let (fed, _) = client_sends(suite, 3, |client, wire| {
+            client.seal(b"a", wire).unwrap();
+            // no_renegotiation, a warning.
+            client.seal_raw(21, &[1, 100], wire).unwrap();
+            client.seal(b"b", wire).unwrap();
+            client.seal_close_notify(wire).unwrap();
+            client.seal(b"after the end", wire).unwrap();
+        });
+        assert_eq!(fed.plain, b"ab", "{suite:?}");
+        assert!(
+            matches!(fed.ended, Ended::Closed(_)),
+            "{suite:?}: {:?}",
+            fed.ended
+        );
+    }
+}
+
+#[test]
+fn tls_1_2_refuses_renegotiation_a_fatal_alert_and_a_flipped_byte() {
+    for suite in TLS12_SUITES {
+        // A ClientHello after the handshake: renegotiation.
+        let (fed, (_, mut client)) = client_sends(suite, 7, |client, wire| {
+            client.seal(b"ok", wire).unwrap();
+            client.seal_raw(22, &[1, 0, 0, 2, 3, 3], wire).unwrap();
+        });
+        assert_eq!(fed.plain, b"ok", "{suite:?}");
+        let (error, answer) = failed(fed);
+        assert_eq!(
+            error,
+            Error::InappropriateHandshakeMessage {
+                expect_types: Vec::new(),
+                got_type: rustls::HandshakeType::ClientHello,
+            },
+            "{suite:?}"
+        );
+        let (error, _) = failed(open_all(&mut client, &answer));
+        assert_eq!(
+            error,
+            Error::AlertReceived(AlertDescription::UnexpectedMessage)
+        );
+
+        let (fed, _) = client_sends(suite, 7, |client, wire| {
+            client.seal_raw(21, &[2, 40], wire).unwrap();
+        });
+        let (error, answer) = failed(fed);
+        assert_eq!(
+            error,
+            Error::AlertReceived(AlertDescription::HandshakeFailure)
+        );
+        assert!(answer.is_empty(), "no alert answers an alert");
+
+        let (mut server, mut client) = pair(suite);
+        let mut wire = Vec::new();
+        client.seal(b"a record to corrupt", &mut wire).unwrap();
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let (error, alert) = failed(open_all(&mut server, &wire));
+        assert_eq!(error, Error::DecryptError, "{suite:?}");
+        let (error, _) = failed(open_all(&mut client, &alert));
+        assert_eq!(error, Error::AlertReceived(AlertDescription::BadRecordMac));
+    }
+}
+
+#[test]
+fn tls_1_2_has_no_key_update_and_ends_at_the_key_limit() {
+    for suite in TLS12_SUITES {
+        let (mut server, mut client) = pair(suite);
+        let mut wire = Vec::new();
+        assert!(client.request_key_update(&mut wire).is_err(), "{suite:?}");
+        assert!(wire.is_empty(), "{suite:?}: nothing sent");
+
+        // The limit counts the handshake's Finished record too.
+        server.set_key_limit(3);
+        let data = payload(10 * MAX_PLAINTEXT);
+        assert_eq!(server.seal(&data, &mut wire), Err(Error::EncryptError));
+        let sealed = records(&wire).len();
+        assert!((1..3).contains(&sealed), "{suite:?}: {sealed} records");
+        let fed = open_all(&mut client, &wire);
+        assert_clean(&fed, &data[..sealed * MAX_PLAINTEXT], suite);
     }
 }

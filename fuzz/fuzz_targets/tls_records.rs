@@ -11,8 +11,11 @@
 //! sealed after each read) opens on the client, which must follow the server's key updates;
 //! after a refusal the client reads the server's alert.
 //!
-//! Input: the first byte picks the suite; then operations, each a tag byte (mod 7) and its
-//! arguments (missing bytes read as 0):
+//! TLS 1.2 connections are checked against RFC 5246's rules instead (the record's own type, no
+//! key update, no renegotiation).
+//!
+//! Input: the first byte picks the suite (mod 6: three TLS 1.3, three TLS 1.2); then
+//! operations, each a tag byte (mod 7) and its arguments (missing bytes read as 0):
 //! 0 seal `len:u8` bytes of application data; 1 seal `len:u16` bytes made from a `seed:u8`;
 //! 2 seal_raw of type `typ:u8` with content `n:u16` (at most 17000) bytes of `fill:u8` then
 //! `len:u8` bytes; 3 request a key update; 4 append `len:u8` bytes of garbage to the wire;
@@ -30,7 +33,9 @@ use libfuzzer_sys::fuzz_target;
 use rustls::Error;
 use rustls::client::{ClientConfig, ClientConnectionData};
 use rustls::crypto::ring::cipher_suite::{
-    TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256,
+    TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
 };
 use rustls::server::ServerConnectionData;
 
@@ -39,17 +44,23 @@ mod tls_server;
 
 use tls_server::server;
 
-fn client(suite: u8) -> Arc<ClientConfig> {
-    static CLIENTS: OnceLock<[Arc<ClientConfig>; 3]> = OnceLock::new();
+/// The client for `suite` (mod 6: three TLS 1.3 suites, then three TLS 1.2 ones), and whether
+/// it speaks TLS 1.2.
+fn client(suite: u8) -> (Arc<ClientConfig>, bool) {
+    static CLIENTS: OnceLock<[Arc<ClientConfig>; 6]> = OnceLock::new();
     let clients = CLIENTS.get_or_init(|| {
         [
             TLS13_AES_128_GCM_SHA256,
             TLS13_AES_256_GCM_SHA384,
             TLS13_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
         ]
         .map(|suite| testing::client_config(suite).expect("a client config"))
     });
-    Arc::clone(&clients[usize::from(suite % 3)])
+    let index = usize::from(suite % 6);
+    (Arc::clone(&clients[index]), index >= 3)
 }
 
 /// The input, read from the front; missing bytes are zeros.
@@ -72,6 +83,21 @@ impl<'a> Input<'a> {
         let (bytes, rest) = self.0.split_at(n.min(self.0.len()));
         self.0 = rest;
         bytes
+    }
+}
+
+/// RFC 5246 and what the server accepts after a TLS 1.2 handshake, for a record of type `typ`
+/// with `content`: data; close_notify; a warning or user_canceled is ignored; a fatal alert,
+/// renegotiation or any other type ends the connection.
+fn classify_tls12(typ: u8, content: &[u8]) -> Record<'_> {
+    if content.len() > MAX_PLAINTEXT {
+        return Record::Refused;
+    }
+    match (typ, content) {
+        (23, data) => Record::Data(data),
+        (21, [_, 0]) => Record::Close,
+        (21, [_, 90] | [1, _]) => Record::Nothing,
+        _ => Record::Refused,
     }
 }
 
@@ -145,6 +171,8 @@ struct Run {
     client: Records<ClientConnectionData>,
     /// What the server should make of the client's records.
     model: Model,
+    /// The connection is TLS 1.2 (else 1.3).
+    tls12: bool,
     /// Garbage or a flipped byte went on the wire.
     corrupted: bool,
     /// The client's bytes not yet fed to the server.
@@ -177,13 +205,16 @@ impl Run {
                 let mut content = vec![fill; usize::from(n)];
                 content.extend_from_slice(input.bytes(usize::from(len)));
                 if self.client.seal_raw(typ, &content, &mut self.wire).is_ok() {
-                    self.model.record(classify(typ, &content));
+                    self.model.record(match self.tls12 {
+                        true => classify_tls12(typ, &content),
+                        false => classify(typ, &content),
+                    });
                 }
             }
             3 => {
-                self.client
-                    .request_key_update(&mut self.wire)
-                    .expect("the client asks for a key update");
+                let asked = self.client.request_key_update(&mut self.wire);
+                // TLS 1.2 has no key update: the client refuses to send one.
+                assert_eq!(asked.is_ok(), !self.tls12, "a key update: {asked:?}");
                 self.model.record(Record::Nothing);
             }
             4 => {
@@ -279,12 +310,13 @@ impl Run {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
-    let (server, client) =
-        testing::pair(server(), client(input.u8())).expect("the in-memory handshake");
+    let (client, tls12) = client(input.u8());
+    let (server, client) = testing::pair(server(), client).expect("the in-memory handshake");
     let mut run = Run {
         server,
         client,
         model: Model::default(),
+        tls12,
         corrupted: false,
         wire: Vec::new(),
         server_got: Fed::default(),

@@ -1,5 +1,5 @@
-//! TLS 1.3 records after the handshake, opened and sealed here rather than by rustls'
-//! connection, so that an idle terminated connection holds little more than its keys.
+//! TLS records after the handshake, opened and sealed here rather than by rustls' connection,
+//! so that an idle terminated connection holds little more than its keys.
 //!
 //! Why by hand: a finished rustls connection keeps about 1 KiB of state inline and, for its
 //! whole life, one expanded AEAD key per direction (ring's AES-GCM key schedule and GHASH table,
@@ -20,7 +20,15 @@
 //! from a client that was not asked for post-handshake authentication; it is refused with the
 //! alert rustls would send.
 //!
-//! TLS 1.2 connections and any suite not listed in [`Records::new`] stay on rustls.
+//! TLS 1.2 (RFC 5246 §6.2.3.3, RFC 5288, RFC 7905) differs in the record: the content type is
+//! the record's own, the additional data is sequence number, type, version and length, and
+//! AES-GCM carries an explicit 8-byte nonce in each record (here, as in rustls, the IV xor the
+//! sequence number; the peer's is read from its record). TLS 1.2 has no KeyUpdate: at the
+//! confidentiality limit the connection ends, as rustls ends it. A client's renegotiation is
+//! refused with a fatal alert (HAProxy closes such a connection too); a warning alert is
+//! ignored.
+//!
+//! Suites not listed in [`Records::seals`] stay on rustls' connection.
 
 use ring::aead::{self, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use rustls::crypto::cipher::AeadKey;
@@ -41,6 +49,11 @@ const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 const TAG_LEN: usize = 16;
 /// rustls' limit on sequence numbers: keys are updated before it, so they never wrap.
 const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
+/// TLS 1.2: the longest protected record allowed (2^14 + 2048), and AES-GCM's explicit nonce.
+const MAX_CIPHERTEXT_TLS12: usize = MAX_PLAINTEXT + 2048;
+const GCM_EXPLICIT_NONCE: usize = 8;
+/// The level of an alert that is only a warning (TLS 1.2).
+const WARNING: u8 = 1;
 
 const CHANGE_CIPHER_SPEC: u8 = 20;
 const ALERT: u8 = 21;
@@ -75,6 +88,8 @@ pub struct Records<D = ServerConnectionData> {
     tx: Keys,
     /// The peer's close_notify arrived: nothing after it is opened.
     closed: bool,
+    /// TLS 1.2 records (else TLS 1.3).
+    tls12: bool,
 }
 
 /// One direction's traffic key, IV and next sequence number.
@@ -125,8 +140,9 @@ impl Keys {
             .map_err(|_| Error::General("ring refused a traffic key".into()))
     }
 
-    /// The next record's nonce (RFC 8446 §5.3), and the sequence number moved on.
-    fn next_nonce(&mut self) -> Result<Nonce, Error> {
+    /// The next record's nonce (RFC 8446 §5.3) and sequence number; the sequence number moves
+    /// on.
+    fn next_nonce(&mut self) -> Result<([u8; NONCE_LEN], u64), Error> {
         if self.seq >= SEQ_SOFT_LIMIT {
             return Err(Error::EncryptError);
         }
@@ -138,13 +154,13 @@ impl Keys {
             *n ^= s;
         }
         self.seq += 1;
-        Ok(Nonce::assume_unique_for_key(nonce))
+        Ok((nonce, self.seq - 1))
     }
 }
 
 impl Records<ServerConnectionData> {
-    /// Takes over a finished TLS 1.3 server connection, or gives it back (TLS 1.2, or a suite
-    /// sealed elsewhere) to stay on rustls. Secret extraction must be enabled in its config.
+    /// Takes over a finished server connection, or gives it back (a suite sealed only by rustls)
+    /// to stay on rustls. Secret extraction must be enabled in its config.
     #[allow(clippy::result_large_err)]
     pub fn take_over(
         conn: rustls::server::UnbufferedServerConnection,
@@ -162,33 +178,42 @@ impl<D> Records<D> {
     /// Whether a connection of this version and suite is sealed here.
     pub fn seals(version: Option<ProtocolVersion>, suite: Option<SupportedCipherSuite>) -> bool {
         use rustls::CipherSuite::*;
-        version == Some(ProtocolVersion::TLSv1_3)
-            && matches!(
-                suite.map(|s| s.suite()),
-                Some(
-                    TLS13_AES_128_GCM_SHA256
-                        | TLS13_AES_256_GCM_SHA384
-                        | TLS13_CHACHA20_POLY1305_SHA256
-                )
-            )
+        match (version, suite.map(|s| s.suite())) {
+            (Some(ProtocolVersion::TLSv1_3), Some(suite)) => matches!(
+                suite,
+                TLS13_AES_128_GCM_SHA256
+                    | TLS13_AES_256_GCM_SHA384
+                    | TLS13_CHACHA20_POLY1305_SHA256
+            ),
+            (Some(ProtocolVersion::TLSv1_2), Some(suite)) => matches!(
+                suite,
+                TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                    | TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                    | TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                    | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+                    | TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+                    | TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            ),
+            _ => false,
+        }
     }
 
-    /// The record layer of a TLS 1.3 connection from its secrets and kernel connection.
+    /// The record layer of a connection from its secrets and kernel connection.
     pub fn new(secrets: ExtractedSecrets, kernel: KernelConnection<D>) -> Result<Self, Error> {
-        let SupportedCipherSuite::Tls13(suite) = kernel.negotiated_cipher_suite() else {
-            return Err(Error::General(
-                "only TLS 1.3 records are sealed here".into(),
-            ));
+        let (tls12, common) = match kernel.negotiated_cipher_suite() {
+            SupportedCipherSuite::Tls13(suite) => (false, &suite.common),
+            SupportedCipherSuite::Tls12(suite) => (true, &suite.common),
         };
         let (aead, rx) = Keys::new(secrets.rx)?;
         let (_, tx) = Keys::new(secrets.tx)?;
         Ok(Records {
             kernel,
             aead,
-            limit: suite.common.confidentiality_limit.min(SEQ_SOFT_LIMIT),
+            limit: common.confidentiality_limit.min(SEQ_SOFT_LIMIT),
             rx,
             tx,
             closed: false,
+            tls12,
         })
     }
 
@@ -222,7 +247,12 @@ impl<D> Records<D> {
                 break;
             };
             let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-            if header[0] != APPLICATION_DATA {
+            let wire_type = header[0];
+            let allowed = match self.tls12 {
+                true => matches!(wire_type, ALERT | HANDSHAKE | APPLICATION_DATA),
+                false => wire_type == APPLICATION_DATA,
+            };
+            if !allowed {
                 let error = if header[0] == CHANGE_CIPHER_SPEC {
                     PeerMisbehaved::IllegalMiddleboxChangeCipherSpec.into()
                 } else {
@@ -233,7 +263,13 @@ impl<D> Records<D> {
                 };
                 return Err(self.refuse(tls, AlertDescription::UnexpectedMessage, error));
             }
-            if len > MAX_CIPHERTEXT {
+            if len
+                > if self.tls12 {
+                    MAX_CIPHERTEXT_TLS12
+                } else {
+                    MAX_CIPHERTEXT
+                }
+            {
                 let error = InvalidMessage::MessageTooLarge.into();
                 return Err(self.refuse(tls, AlertDescription::RecordOverflow, error));
             }
@@ -244,33 +280,58 @@ impl<D> Records<D> {
                 Some(key) => key,
                 empty => empty.insert(self.rx.expand(self.aead)?),
             };
-            let nonce = self.rx.next_nonce()?;
-            let Ok(inner) = opener.open_in_place(nonce, Aad::from(*header), record) else {
+            let (nonce, seq) = self.rx.next_nonce()?;
+            let opened_record = match self.tls12 {
+                true => open_tls12(opener, *header, record, nonce, seq),
+                false => opener
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(*header),
+                        record,
+                    )
+                    .map_err(|_| ()),
+            };
+            let Ok(inner) = opened_record else {
                 return Err(self.refuse(tls, AlertDescription::BadRecordMac, Error::DecryptError));
             };
             opened.consumed += HEADER + len;
-            // RFC 8446 §5.4: content, type and padding within 2^14 + 1 bytes.
-            if inner.len() > MAX_PLAINTEXT + 1 {
+            // RFC 8446 §5.4: content, type and padding within 2^14 + 1 bytes; RFC 5246: content
+            // within 2^14.
+            if inner.len() > MAX_PLAINTEXT + usize::from(!self.tls12) {
                 let error = InvalidMessage::MessageTooLarge.into();
                 return Err(self.refuse(tls, AlertDescription::RecordOverflow, error));
             }
-            // The content type is the last byte that is not padding.
-            let Some(end) = inner.iter().rposition(|&b| b != 0) else {
-                let error = PeerMisbehaved::IllegalTlsInnerPlaintext.into();
-                return Err(self.refuse(tls, AlertDescription::UnexpectedMessage, error));
+            let (content, typ) = if self.tls12 {
+                (&inner[..], wire_type)
+            } else {
+                // The content type is the last byte that is not padding.
+                let Some(end) = inner.iter().rposition(|&b| b != 0) else {
+                    let error = PeerMisbehaved::IllegalTlsInnerPlaintext.into();
+                    return Err(self.refuse(tls, AlertDescription::UnexpectedMessage, error));
+                };
+                (&inner[..end], inner[end])
             };
-            let (content, typ) = (&inner[..end], inner[end]);
             match typ {
                 APPLICATION_DATA => plain.extend_from_slice(content),
                 ALERT => match *content {
                     [_, CLOSE_NOTIFY] => (self.closed, opened.closed) = (true, true),
                     [_, USER_CANCELED] => {}
+                    [WARNING, _] if self.tls12 => {}
                     [_, description] => return Err(Error::AlertReceived(description.into())),
                     _ => {
                         let error = InvalidMessage::InvalidContentType.into();
                         return Err(self.refuse(tls, AlertDescription::DecodeError, error));
                     }
                 },
+                HANDSHAKE if self.tls12 => {
+                    let error = Error::InappropriateHandshakeMessage {
+                        expect_types: Vec::new(),
+                        got_type: content
+                            .first()
+                            .map_or(rustls::HandshakeType::Unknown(0), |&t| t.into()),
+                    };
+                    return Err(self.refuse(tls, AlertDescription::UnexpectedMessage, error));
+                }
                 HANDSHAKE => {
                     // Only a KeyUpdate may come, alone in its record: keys change after it
                     // (§4.6.3), so nothing may follow it in the record, and a 5-byte message
@@ -326,6 +387,10 @@ impl<D> Records<D> {
         let mut key = self.tx.expand(self.aead)?;
         for chunk in data.chunks(MAX_PLAINTEXT) {
             if self.tx.seq >= self.limit {
+                if self.tls12 {
+                    // No KeyUpdate in TLS 1.2: the connection ends, as rustls ends it.
+                    return Err(Error::EncryptError);
+                }
                 self.update_tx(&mut key, tls)?;
             }
             self.seal_record(&key, APPLICATION_DATA, chunk, tls)?;
@@ -369,12 +434,16 @@ impl<D> Records<D> {
         request: u8,
         tls: &mut Vec<u8>,
     ) -> Result<(), Error> {
+        if self.tls12 {
+            return Err(Error::General("TLS 1.2 has no key update".into()));
+        }
         self.seal_record(key, HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, request], tls)?;
         (_, self.tx) = Keys::new(self.kernel.update_tx_secret()?)?;
         Ok(())
     }
 
-    /// One record: header, content, inner type, tag.
+    /// One record: header, content, inner type (TLS 1.3) or explicit nonce (TLS 1.2 AES-GCM),
+    /// tag.
     fn seal_record(
         &mut self,
         key: &LessSafeKey,
@@ -382,20 +451,45 @@ impl<D> Records<D> {
         content: &[u8],
         tls: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let len = content.len() + 1 + TAG_LEN;
+        let explicit = if self.tls12 && self.aead != &aead::CHACHA20_POLY1305 {
+            GCM_EXPLICIT_NONCE
+        } else {
+            0
+        };
+        let len = explicit + content.len() + usize::from(!self.tls12) + TAG_LEN;
         let Ok(len16) = u16::try_from(len) else {
             return Err(Error::EncryptError);
         };
-        let nonce = self.tx.next_nonce()?;
+        let (nonce, seq) = self.tx.next_nonce()?;
         let [hi, lo] = len16.to_be_bytes();
-        let header = [APPLICATION_DATA, 3, 3, hi, lo];
+        let header = [
+            if self.tls12 { typ } else { APPLICATION_DATA },
+            3,
+            3,
+            hi,
+            lo,
+        ];
         let start = tls.len();
         tls.reserve(HEADER + len);
         tls.extend_from_slice(&header);
+        tls.extend_from_slice(&nonce[NONCE_LEN - explicit..]);
         tls.extend_from_slice(content);
-        tls.push(typ);
+        let mut aad = [0; TLS12_AAD];
+        let aad = if self.tls12 {
+            aad = tls12_aad(seq, typ, [3, 3], content.len());
+            &aad[..]
+        } else {
+            tls.push(typ);
+            aad[..HEADER].copy_from_slice(&header);
+            &aad[..HEADER]
+        };
+        let nonce = Nonce::assume_unique_for_key(nonce);
         let tag = key
-            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut tls[start + HEADER..])
+            .seal_in_place_separate_tag(
+                nonce,
+                Aad::from(aad),
+                &mut tls[start + HEADER + explicit..],
+            )
             .map_err(|_| Error::EncryptError)?;
         tls.extend_from_slice(tag.as_ref());
         Ok(())
@@ -408,4 +502,41 @@ impl<D> Records<D> {
         }
         error
     }
+}
+
+/// TLS 1.2's additional data: sequence number, type, version, content length.
+const TLS12_AAD: usize = 8 + 1 + 2 + 2;
+
+fn tls12_aad(seq: u64, typ: u8, version: [u8; 2], len: usize) -> [u8; TLS12_AAD] {
+    let mut aad = [0; TLS12_AAD];
+    aad[..8].copy_from_slice(&seq.to_be_bytes());
+    aad[8] = typ;
+    aad[9..11].copy_from_slice(&version);
+    // At most 2^14 + 2048: a record's length fits in its two bytes.
+    aad[11..].copy_from_slice(&(len as u16).to_be_bytes());
+    aad
+}
+
+/// Opens a TLS 1.2 record in place: AES-GCM takes its nonce's last 8 bytes from the record
+/// (RFC 5288 §3), ChaCha20-Poly1305 uses the IV xor the sequence number (RFC 7905 §2).
+fn open_tls12<'a>(
+    key: &LessSafeKey,
+    header: [u8; HEADER],
+    record: &'a mut [u8],
+    mut nonce: [u8; NONCE_LEN],
+    seq: u64,
+) -> Result<&'a mut [u8], ()> {
+    let explicit = if key.algorithm() == &aead::CHACHA20_POLY1305 {
+        0
+    } else {
+        GCM_EXPLICIT_NONCE
+    };
+    let Some(len) = record.len().checked_sub(explicit + TAG_LEN) else {
+        return Err(());
+    };
+    nonce[NONCE_LEN - explicit..].copy_from_slice(&record[..explicit]);
+    let aad = tls12_aad(seq, header[0], [header[1], header[2]], len);
+    let nonce = Nonce::assume_unique_for_key(nonce);
+    key.open_within(nonce, Aad::from(aad), record, explicit..)
+        .map_err(|_| ())
 }

@@ -50,8 +50,9 @@ pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>,
     Ok(Arc::clone(&loaded["t"].server))
 }
 
-/// A TLS 1.3 client config that offers only `suite` (one of ring's TLS 1.3 suites, e.g.
-/// `rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256`), with secret extraction
+/// A client config that offers only `suite` (one of ring's suites, e.g.
+/// `rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256`) and its TLS version (1.2 or
+/// 1.3), with secret extraction
 /// enabled so that it can be taken over. Its one key exchange is X25519, the cheapest (the
 /// records after the handshake do not depend on it).
 ///
@@ -66,7 +67,10 @@ pub fn client_config(suite: SupportedCipherSuite) -> Result<Arc<ClientConfig>, E
     };
     let algorithms = provider.signature_verification_algorithms;
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(&[match suite {
+            SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+            SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+        }])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(algorithms)))
         .with_no_client_auth();
