@@ -79,8 +79,9 @@ pub struct Opened {
 /// The record layer of one TLS 1.3 connection after its handshake. `D` is the side's
 /// connection data: the relay is a server; the fuzz target also drives a client.
 pub struct Records<D = ServerConnectionData> {
-    /// Derives the next traffic keys on a KeyUpdate; nothing else.
-    kernel: KernelConnection<D>,
+    /// Derives the next traffic keys on a TLS 1.3 KeyUpdate; nothing else. Boxed, and dropped
+    /// for TLS 1.2, which has no key update.
+    kernel: Option<Box<KernelConnection<D>>>,
     aead: &'static aead::Algorithm,
     /// Records sealed under one key before it is updated.
     limit: u64,
@@ -207,7 +208,8 @@ impl<D> Records<D> {
         let (aead, rx) = Keys::new(secrets.rx)?;
         let (_, tx) = Keys::new(secrets.tx)?;
         Ok(Records {
-            kernel,
+            // TLS 1.2 has no key update: nothing to keep the kernel connection for.
+            kernel: (!tls12).then(|| Box::new(kernel)),
             aead,
             limit: common.confidentiality_limit.min(SEQ_SOFT_LIMIT),
             rx,
@@ -360,7 +362,7 @@ impl<D> Records<D> {
                     // One answer however many records asked in this batch, as rustls queues
                     // one: a client that asks and never reads cannot make answers pile up.
                     answer |= requested;
-                    (_, self.rx) = Keys::new(self.kernel.update_rx_secret()?)?;
+                    (_, self.rx) = Keys::new(self.kernel()?.update_rx_secret()?)?;
                     key = None;
                 }
                 _ => {
@@ -438,8 +440,15 @@ impl<D> Records<D> {
             return Err(Error::General("TLS 1.2 has no key update".into()));
         }
         self.seal_record(key, HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, request], tls)?;
-        (_, self.tx) = Keys::new(self.kernel.update_tx_secret()?)?;
+        (_, self.tx) = Keys::new(self.kernel()?.update_tx_secret()?)?;
         Ok(())
+    }
+
+    /// What derives the next keys (TLS 1.3 only).
+    fn kernel(&mut self) -> Result<&mut KernelConnection<D>, Error> {
+        self.kernel
+            .as_deref_mut()
+            .ok_or_else(|| Error::General("TLS 1.2 has no key update".into()))
     }
 
     /// One record: header, content, inner type (TLS 1.3) or explicit nonce (TLS 1.2 AES-GCM),
