@@ -5,7 +5,7 @@
 //! brokerside's config reloads under load (SIGHUP → new generation, round trips while reloading),
 //! and with TLS terminated by the proxy (issue 11): RSS per idle MQTTS connection, at start and
 //! after they closed, full TLS 1.3 handshakes per second and CPU per handshake, TLS bulk and CPU
-//! per GB.
+//! per GB; the same TLS figures with TLS 1.2 when asked (`--tls-version 1.2`).
 //!
 //! Each proxy is a child process on a loopback port with a config generated into a temporary
 //! directory, started afresh for every measurement. Rounds rotate the order of the targets, each
@@ -127,6 +127,8 @@ const USAGE: &str = "usage: cargo bench --bench compare -- [OPTIONS]   (or bench
                        tls-bulk, rtt-pinned, msgcost, cost (= conn,rtt-pinned,msgcost) (default
                        all; reload measures brokerside only, the tls figures HAProxy, NGINX and
                        brokerside)
+  --tls-version V      the one TLS version the clients of the tls figures offer, 1.2 or 1.3, and
+                       the lowest the proxies accept (default 1.3); the TLS rows name it
   --quiet-load L       1-minute load under which the machine counts as quiet (default 0.7)
   --quiet-timeout S    longest wait for a quiet machine before each figure (default 60)
   --out DIR            where the table, CSVs and chart go (default benches/results)
@@ -144,6 +146,7 @@ struct Options {
     msg_rate: u64,
     targets: Vec<Target>,
     steps: Vec<Step>,
+    tls_version: tls::TlsVersion,
     quiet_load: f64,
     quiet_timeout: Duration,
     out: PathBuf,
@@ -162,6 +165,7 @@ impl Options {
             msg_rate: msgcost::DEFAULT_RATE,
             targets: Target::ALL.to_vec(),
             steps: Step::ALL.to_vec(),
+            tls_version: tls::TlsVersion::default(),
             quiet_load: DEFAULT_QUIET_LOAD,
             quiet_timeout: DEFAULT_QUIET_TIMEOUT,
             out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results")),
@@ -205,6 +209,10 @@ impl Options {
                         .map(Step::parse)
                         .collect::<Result<Vec<_>, _>>()?
                         .concat();
+                }
+                "--tls-version" => {
+                    let version = args.next().ok_or("--tls-version needs 1.2 or 1.3")?;
+                    options.tls_version = tls::TlsVersion::parse(&version)?;
                 }
                 "--out" => options.out = PathBuf::from(args.next().ok_or("--out needs a dir")?),
                 // `cargo bench` appends --bench to a harness = false target.
@@ -303,7 +311,18 @@ impl Step {
         }
     }
 
-    fn label(self) -> &'static str {
+    /// The step's name in progress lines and notes; the TLS steps name `tls`, the version they
+    /// measure, where it is not the default.
+    fn label(self, tls: tls::TlsVersion) -> std::borrow::Cow<'static, str> {
+        match (tls, self) {
+            (tls::TlsVersion::Tls12, Step::TlsIdle) => "idle MQTTS connections (TLS 1.2)".into(),
+            (tls::TlsVersion::Tls12, Step::TlsHandshake) => "full TLS 1.2 handshakes/s".into(),
+            (tls::TlsVersion::Tls12, Step::TlsBulk) => "TLS 1.2 bulk, 1 stream".into(),
+            _ => self.default_label().into(),
+        }
+    }
+
+    fn default_label(self) -> &'static str {
         match self {
             Step::Bulk1 => "bulk, 1 stream",
             Step::Bulk8 => "bulk, 8 streams",
@@ -350,12 +369,18 @@ async fn run(options: &Options) -> Result<usize, String> {
     let scratch = Scratch::new("compare")?;
     // One certificate for every proxy and round.
     let tls = if options.steps.iter().any(|step| step.tls()) {
-        Some(tls::Tls::new(tls::CertFiles::generate(&scratch)?)?)
+        Some(tls::Tls::new(
+            tls::CertFiles::generate(&scratch)?,
+            options.tls_version,
+        )?)
     } else {
         None
     };
     let started = Instant::now();
-    let mut results = Results::default();
+    let mut results = Results {
+        tls_version: options.tls_version,
+        ..Results::default()
+    };
     let mut failed = 0;
     // Proxy CPU and bytes over both bulk runs, per round and target: CPU per GB.
     let mut bulk_totals: HashMap<(usize, Target), (f64, f64)> = HashMap::new();
@@ -372,7 +397,7 @@ async fn run(options: &Options) -> Result<usize, String> {
                      TLS needs HAProxy, NGINX or brokerside)",
                     round + 1,
                     options.rounds,
-                    step.label()
+                    step.label(options.tls_version)
                 );
                 continue;
             }
@@ -380,7 +405,7 @@ async fn run(options: &Options) -> Result<usize, String> {
                 "\n== round {}/{} · {} · order: {}",
                 round + 1,
                 options.rounds,
-                step.label(),
+                step.label(options.tls_version),
                 order
                     .iter()
                     .map(|t| t.label())
@@ -404,7 +429,7 @@ async fn run(options: &Options) -> Result<usize, String> {
                             results.notes.push(format!(
                                 "round {}, {}, {}: {note}",
                                 round + 1,
-                                step.label(),
+                                step.label(options.tls_version),
                                 target.label()
                             ));
                         }
@@ -416,7 +441,7 @@ async fn run(options: &Options) -> Result<usize, String> {
                         results.notes.push(format!(
                             "round {}, {}, {}: failed: {}",
                             round + 1,
-                            step.label(),
+                            step.label(options.tls_version),
                             target.label(),
                             error.split_whitespace().collect::<Vec<_>>().join(" ")
                         ));
@@ -479,7 +504,7 @@ async fn wait_quiet(options: &Options, results: &mut Results, round: usize, step
     results.notes.push(format!(
         "round {}, {}: the machine was not quiet after {} s; measured at 1-minute load {load:.2}",
         round + 1,
-        step.label(),
+        step.label(options.tls_version),
         options.quiet_timeout.as_secs()
     ));
     load
@@ -564,7 +589,7 @@ async fn connection_rate<C: tls::Connector>(
     if let Some(us) = per_conn {
         figures.push((cpu, us));
     }
-    let what = if connector.cert().is_some() {
+    let what = if connector.server_tls().is_some() {
         "handshake"
     } else {
         "connection"
@@ -608,7 +633,7 @@ async fn idle_rss<C: tls::Connector>(
 ) -> Result<Measured, String> {
     let broker_port = free_port()?;
     let broker = targets::start_broker(scratch, broker_port)?;
-    let path = targets::start(target, scratch, broker_port, connector.cert())?;
+    let path = targets::start(target, scratch, broker_port, connector.server_tls())?;
     let proxy = path.proxy.as_ref().ok_or("idle RSS needs a proxy")?;
     let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
     let mut ladder = idle::climb(
@@ -623,6 +648,7 @@ async fn idle_rss<C: tls::Connector>(
     let per_conn_kib = ladder.proxy_per_connection() / 1024.0;
     let start_mb = ladder.at_start.proxy as f64 * 1024.0 / 1e6;
     let processes = proxy.family().len();
+    let negotiated = ladder.clients.first().and_then(C::negotiated);
     // Whether memory comes back once every connection has closed: a TLS figure (issue 11), and
     // for plain connections the same reading as context, so the two can be told apart.
     let closed = ladder.close_all(proxy, &broker).await?;
@@ -631,7 +657,7 @@ async fn idle_rss<C: tls::Connector>(
         "; after all closed {:.1} MB, ×{ratio:.2} of start",
         closed.proxy as f64 * 1024.0 / 1e6
     );
-    let figures = if connector.cert().is_some() {
+    let figures = if connector.server_tls().is_some() {
         vec![
             (Figure::TlsRssPerIdle, per_conn_kib),
             (Figure::TlsRssAtStart, start_mb),
@@ -648,7 +674,7 @@ async fn idle_rss<C: tls::Connector>(
         bulk: None,
         line: format!(
             "RSS at start {start_mb:.1} MB, {per_conn_kib:.2} KiB per idle connection \
-             (second half {:.2} KiB; {} opened in {:.1} s{}){after_close}",
+             (second half {:.2} KiB; {} opened in {:.1} s{}{}){after_close}",
             ladder.proxy_per_connection_second_half() / 1024.0,
             text::thousands(ladder.n as u64),
             ladder.opening.as_secs_f64(),
@@ -656,7 +682,10 @@ async fn idle_rss<C: tls::Connector>(
                 format!("; {processes} processes summed")
             } else {
                 String::new()
-            }
+            },
+            negotiated
+                .map(|session| format!("; {session}"))
+                .unwrap_or_default()
         ),
         note: None,
     })
@@ -1048,11 +1077,18 @@ fn write_report(options: &Options, results: &Results, took: Duration) -> Result<
             .map_err(|error| format!("cannot write {}: {error}", path.display()))
     };
 
+    // TLS 1.3 is the default and goes unsaid; TLS 1.2 is named wherever the TLS figures are.
+    let tls12 = options.tls_version != tls::TlsVersion::default();
     let title = format!(
-        "brokerside vs HAProxy vs NGINX vs direct ({} round{}{})",
+        "brokerside vs HAProxy vs NGINX vs direct ({} round{}{}{})",
         options.rounds,
         if options.rounds == 1 { "" } else { "s" },
-        if options.smoke { ", smoke" } else { "" }
+        if options.smoke { ", smoke" } else { "" },
+        if tls12 {
+            format!(", {}", options.tls_version.label())
+        } else {
+            String::new()
+        }
     );
     let chart_path = file(".png");
     let chart_line = match chart::draw(results, &options.targets, &title, &chart_path) {
@@ -1068,8 +1104,13 @@ fn write_report(options: &Options, results: &Results, took: Duration) -> Result<
         md,
         "Each cell: median (min..max) over the rounds, then ×the median ratio to direct in the \
          same round. The order of targets rotates each round. Generated by \
-         `benches/compare.sh{}` in {:.0} s.\n",
+         `benches/compare.sh{}{}` in {:.0} s.\n",
         if options.smoke { " --smoke" } else { "" },
+        if tls12 {
+            format!(" --tls-version {}", options.tls_version.number())
+        } else {
+            String::new()
+        },
         took.as_secs_f64()
     );
     md.push_str(&results.table(&options.targets));
@@ -1211,15 +1252,24 @@ fn conditions(options: &Options, results: &Results) -> String {
          backend, no checks, admin on port 0 (a known free port for the reloads). All on \
          127.0.0.1."
     );
+    let version = options.tls_version;
+    let suite = match version {
+        tls::TlsVersion::Tls12 => {
+            " (with this certificate, an ECDHE-ECDSA AES-GCM suite; the proxies also accept \
+             TLS 1.3, which these clients do not offer)"
+        }
+        tls::TlsVersion::Tls13 => "",
+    };
     let _ = writeln!(
         out,
-        "- TLS (issue 11): HAProxy (`bind ... ssl crt` with certificate and key in one PEM, \
-         `ssl-min-ver TLSv1.3`), NGINX stream (`listen ... ssl`, `ssl_protocols TLSv1.3`) and \
-         brokerside (`[listener.tls]`, `min_version = \"1.3\"`) terminate TLS with the same \
+        "- TLS (issue 11), measured with {}: HAProxy (`bind ... ssl crt` with certificate and \
+         key in one PEM, `ssl-min-ver {}`), NGINX stream (`listen ... ssl`, `ssl_protocols {}`) \
+         and brokerside (`[listener.tls]`, `min_version = \"{}\"`) terminate TLS with the same \
          self-signed ECDSA P-256 certificate (rcgen, made once per run) and relay plaintext; \
          HAProxy+splice and direct are not measured (nothing to splice or terminate). Clients: \
-         tokio-rustls (ring), TLS 1.3 only, SNI `{}`, no session resumption, so every handshake \
-         is a full one. Idle MQTTS: the idle ladder above with a TLS handshake before each \
+         tokio-rustls (ring), {} only{suite}, SNI `{}`, no session resumption, so every \
+         handshake is a full one; a handshake that negotiated another version fails the \
+         measurement. Idle MQTTS: the idle ladder above with a TLS handshake before each \
          CONNECT, to mosquitto's plain port; RSS at start is with the TLS listener; after the \
          ladder every client closes, and once the proxy's fd count holds still for 1 s (at most \
          {} s) its RSS is read again, as a ratio to RSS at start. Handshakes/s: the \
@@ -1229,6 +1279,11 @@ fn conditions(options: &Options, results: &Results) -> String {
          close_notify, through the proxy to a plaintext sink in this process (its own thread); \
          MB/s (10^6 bytes) as the sink received them from the first write to the stream's end; \
          proxy CPU from after the handshake to that end, per 10^9 bytes.",
+        version.label(),
+        version.haproxy_min_ver(),
+        version.nginx_protocols(),
+        version.number(),
+        version.label(),
         tls::SERVER_NAME,
         idle::CLOSE_TIMEOUT.as_secs(),
         options.concurrency,

@@ -112,10 +112,10 @@ fn parse_report(path: &Path) -> Result<(f64, f64), String> {
     }
 }
 
-/// Streams through `target` over one TLS 1.3 connection (full handshake, then [`TLS_CHUNK`]
-/// writes) for `seconds`, then close_notify and FIN, to a plaintext sink; the rate is the bytes
-/// the sink received over the time from the first write to the sink reading the end. The
-/// proxy's CPU is read after the handshake, so it is the bulk's alone.
+/// Streams through `target` over one TLS connection of `tls`'s version (full handshake, then
+/// [`TLS_CHUNK`] writes) for `seconds`, then close_notify and FIN, to a plaintext sink; the rate
+/// is the bytes the sink received over the time from the first write to the sink reading the
+/// end. The proxy's CPU is read after the handshake, so it is the bulk's alone.
 pub async fn tls_run(
     scratch: &Scratch,
     target: Target,
@@ -123,7 +123,7 @@ pub async fn tls_run(
     seconds: u64,
 ) -> Result<BulkRun, String> {
     let sink = Backend::start(Serve::Sink)?;
-    let path = targets::start(target, scratch, sink.port, tls.cert())?;
+    let path = targets::start(target, scratch, sink.port, tls.server_tls())?;
     let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
     let failed = |what: &str, error: std::io::Error| {
         format!("TLS bulk through {}: {what}: {error}", target.label())

@@ -171,7 +171,7 @@ pub async fn run<C: Connector>(
     duration: Duration,
 ) -> Result<ConnRun, String> {
     let backend = Backend::start(Serve::OneByte)?;
-    let path = targets::start(target, scratch, backend.port, connector.cert())?;
+    let path = targets::start(target, scratch, backend.port, connector.server_tls())?;
     let addr = SocketAddr::from(([127, 0, 0, 1], path.port));
 
     let cpu_before = path.proxy.as_ref().map(Process::cpu).transpose()?;

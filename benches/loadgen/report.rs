@@ -2,10 +2,12 @@
 //! those: medians with min..max, ratios to direct in the same round, the Markdown table, the
 //! targets brokerside is held to, and the CSV files.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use super::targets::Target;
 use super::text::thousands;
+use super::tls::TlsVersion;
 
 /// Which way a figure is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +116,21 @@ impl Figure {
             Figure::MsgRate => "64 pub + 64 sub: messages published/s",
             Figure::MsgCpu => "proxy CPU per million messages relayed (in + out)",
             Figure::MsgBrokerCpu => "broker CPU per million messages published, same window",
+        }
+    }
+
+    /// The label of a run whose TLS figures were measured with `tls`: [`Figure::label`] for
+    /// TLS 1.3, the default, and for TLS 1.2 every TLS row named `TLS 1.2: ...`.
+    pub fn label_with(self, tls: TlsVersion) -> Cow<'static, str> {
+        match (tls, self) {
+            (TlsVersion::Tls13, _) => Cow::Borrowed(self.label()),
+            (TlsVersion::Tls12, Figure::TlsHandshakeRate) => {
+                Cow::Borrowed("TLS 1.2: full TLS 1.2 handshakes/s (64 concurrent)")
+            }
+            (TlsVersion::Tls12, figure) if figure.tls() => {
+                Cow::Owned(figure.label().replacen("TLS:", "TLS 1.2:", 1))
+            }
+            (TlsVersion::Tls12, _) => Cow::Borrowed(self.label()),
         }
     }
 
@@ -352,6 +369,8 @@ pub struct Results {
     pub records: Vec<Record>,
     /// Things the reader should know: failed connections, waits that ran out, errors.
     pub notes: Vec<String>,
+    /// The version the TLS figures were measured with, which their labels name.
+    pub tls_version: TlsVersion,
 }
 
 impl Results {
@@ -456,7 +475,12 @@ impl Results {
         }
         out.push('\n');
         for figure in Figure::ALL {
-            let _ = write!(out, "| {} ({}) |", figure.label(), figure.unit());
+            let _ = write!(
+                out,
+                "| {} ({}) |",
+                figure.label_with(self.tls_version),
+                figure.unit()
+            );
             for &target in targets {
                 let _ = write!(out, " {} |", self.cell(figure, target));
             }
@@ -517,7 +541,7 @@ impl Results {
             let _ = writeln!(
                 out,
                 "| {} | {value} | {} | {verdict} | {best} | {no_worse} |",
-                figure.label(),
+                figure.label_with(self.tls_version),
                 goal_text(goal, figure),
             );
         }

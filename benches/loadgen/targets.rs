@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::procs::{Process, Scratch, find_program, free_port};
-use super::tls::CertFiles;
+use super::tls::ServerTls;
 
 /// One column of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,13 +63,14 @@ pub struct Path {
 }
 
 /// Starts `target` relaying a fresh loopback port to 127.0.0.1:`backend_port` and waits until it
-/// listens; with `tls`, it terminates TLS with that certificate and relays plaintext. Direct
+/// listens; with `tls`, it terminates TLS with that certificate, accepting that version and
+/// newer, and relays plaintext. Direct
 /// starts nothing: clients get the backend's own port (and there is no TLS to terminate).
 pub fn start(
     target: Target,
     scratch: &Scratch,
     backend_port: u16,
-    tls: Option<&CertFiles>,
+    tls: Option<ServerTls<'_>>,
 ) -> Result<Path, String> {
     if target == Target::Direct {
         if tls.is_some() {
@@ -106,24 +107,25 @@ pub fn brokerside_bin() -> PathBuf {
 }
 
 /// brokerside with one listener on `port` relaying to `backend_port`: admin on a free port, no
-/// checks, a drain that does not wait; with `tls`, a `[listener.tls]` with that certificate,
-/// TLS 1.3 only.
+/// checks, a drain that does not wait; with `tls`, a `[listener.tls]` with that certificate and
+/// `min_version`.
 pub fn start_brokerside(
     scratch: &Scratch,
     port: u16,
     backend_port: u16,
-    tls: Option<&CertFiles>,
+    tls: Option<ServerTls<'_>>,
 ) -> Result<Process, String> {
     let mut text = brokerside_config(port, backend_port, 0, None);
-    if let Some(files) = tls {
+    if let Some(ServerTls { files, min_version }) = tls {
         // `[listener.tls]` belongs to the last `[[listener]]` defined, wherever it comes.
         text.push_str(&format!(
             "\n[listener.tls]\n\
              cert = \"{}\"\n\
              key = \"{}\"\n\
-             min_version = \"1.3\"\n",
+             min_version = \"{}\"\n",
             files.cert.display(),
-            files.key.display()
+            files.key.display(),
+            min_version.number()
         ));
     }
     spawn_brokerside(scratch, &text).map(|(process, _config)| process)
@@ -199,13 +201,13 @@ pub fn spawn_brokerside(scratch: &Scratch, text: &str) -> Result<(Process, PathB
 }
 
 /// HAProxy in the foreground (`-db`), one process with two threads, `mode tcp`; with `tls`,
-/// `bind ... ssl crt` with the certificate and key in one file, TLS 1.3 only.
+/// `bind ... ssl crt` with the certificate and key in one file and `ssl-min-ver`.
 fn start_haproxy(
     scratch: &Scratch,
     port: u16,
     backend_port: u16,
     splice: bool,
-    tls: Option<&CertFiles>,
+    tls: Option<ServerTls<'_>>,
 ) -> Result<Process, String> {
     let program = find_program("haproxy", "HAPROXY_BIN")?;
     let stem = if splice {
@@ -219,7 +221,13 @@ fn start_haproxy(
         ""
     };
     let ssl = tls
-        .map(|files| format!(" ssl crt {} ssl-min-ver TLSv1.3", files.combined.display()))
+        .map(|ServerTls { files, min_version }| {
+            format!(
+                " ssl crt {} ssl-min-ver {}",
+                files.combined.display(),
+                min_version.haproxy_min_ver()
+            )
+        })
         .unwrap_or_default();
     // Timeouts longer than any idle phase of a bench. maxconn 40000 asks for more fds than this
     // machine's cap of 20,000; HAProxy refuses to start on that unless told `no strict-limits`,
@@ -256,12 +264,12 @@ fn start_haproxy(
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 /// NGINX in the foreground with a master and two workers, one `stream` server; with `tls`,
-/// `listen ... ssl` with the certificate, TLS 1.3 only.
+/// `listen ... ssl` with the certificate and `ssl_protocols` from the minimum version up.
 fn start_nginx(
     scratch: &Scratch,
     port: u16,
     backend_port: u16,
-    tls: Option<&CertFiles>,
+    tls: Option<ServerTls<'_>>,
 ) -> Result<Process, String> {
     let program = find_program("nginx", "NGINX_BIN")?;
     let stem = Target::Nginx.file_stem();
@@ -272,14 +280,15 @@ fn start_nginx(
         String::new()
     };
     let (listen_ssl, ssl) = match tls {
-        Some(files) => (
+        Some(ServerTls { files, min_version }) => (
             " ssl",
             format!(
                 "\x20       ssl_certificate {};\n\
                  \x20       ssl_certificate_key {};\n\
-                 \x20       ssl_protocols TLSv1.3;\n",
+                 \x20       ssl_protocols {};\n",
                 files.cert.display(),
-                files.key.display()
+                files.key.display(),
+                min_version.nginx_protocols()
             ),
         ),
         None => ("", String::new()),
