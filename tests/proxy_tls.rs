@@ -139,9 +139,9 @@ async fn openssl_verifies_the_chain_with_tls_1_3_and_1_2_and_negotiates_alpn() {
             text.contains("Verify return code: 0 (ok)"),
             "{version}:\n{text}"
         );
+        // s_client's summary line (its session block comes only with a session ticket).
         assert!(
-            text.contains(&format!("Protocol: {want}"))
-                || text.contains(&format!("Protocol  : {want}")),
+            text.contains(&format!("New, {want}, Cipher is")),
             "{version}:\n{text}"
         );
         assert!(text.contains("ALPN protocol: mqtt"), "{version}:\n{text}");
@@ -535,6 +535,180 @@ async fn client_certificates_are_verified_and_the_cn_goes_to_the_broker_in_proxy
     assert_eq!(
         got, want,
         "PROXY v2 header with the SSL TLV, then the client's bytes"
+    );
+}
+
+/// Session tickets are off by default: `openssl s_client -sess_out` gets nothing to resume with,
+/// with TLS 1.3 or 1.2. With `session_tickets = true` it gets a ticket, and a second s_client
+/// with `-sess_in` resumes (`Reused`) with either version, its bytes crossing brokerside's own
+/// records on the resumed session; the resumptions are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tickets_are_off_by_default_and_when_on_openssl_resumes_with_tls_1_3_and_1_2() {
+    let echo = echo_backend().await;
+    let pki = Pki::new("tickets");
+    let server = pki.server("server", &["localhost"], 30);
+    let off = start_proxy(&tls_config(&[echo], "", &tls_table(&server, "")));
+    let on = start_proxy(&tls_config(
+        &[echo],
+        "",
+        &tls_table(&server, "session_tickets = true"),
+    ));
+    let session = pki.dir.join("session.pem");
+    let session_arg = session.display().to_string();
+    for version in ["-tls1_3", "-tls1_2"] {
+        let _ = std::fs::remove_file(&session);
+        // Each proxy in turn: a first session, echoed, and whether a session file came of it.
+        for (proxy, ticketed) in [(&off, false), (&on, true)] {
+            let (out, _) = s_client(
+                proxy.addr("mqtts"),
+                &pki,
+                &[version, "-sess_out", &session_arg],
+                &["first"],
+            )
+            .await;
+            assert!(out.contains("first"), "{version}: no echo\n{out}");
+            assert_eq!(
+                session.exists(),
+                ticketed,
+                "{version}: a session to resume with session_tickets = {ticketed}\n{out}"
+            );
+        }
+        let (out, _) = s_client(
+            on.addr("mqtts"),
+            &pki,
+            &[version, "-sess_in", &session_arg],
+            &["second"],
+        )
+        .await;
+        assert!(
+            out.contains("Reused, TLSv1."),
+            "{version}: the session was not resumed\n{out}"
+        );
+        assert!(
+            out.contains("second"),
+            "{version}: no echo on the resumed session\n{out}"
+        );
+    }
+    on.metric_reaches("brokerside_tls_resumed_handshakes_total", &[], 2)
+        .await;
+    assert_eq!(
+        on.metric("brokerside_tls_handshakes_total", &[("version", "1.3")]),
+        2
+    );
+    assert_eq!(
+        on.metric("brokerside_tls_handshakes_total", &[("version", "1.2")]),
+        2
+    );
+    assert_eq!(
+        off.metric("brokerside_tls_resumed_handshakes_total", &[]),
+        0
+    );
+}
+
+/// With client certificates and session tickets, a client that resumes its session is still
+/// known by its verified CN: the broker's PROXY v2 header carries it, flagged CERT_SESS without
+/// CERT_CONN as HAProxy flags a resumed session. A new CRL that revokes the client's
+/// certificate (read on reload) ends resumption: the client's ticket no longer opens a session,
+/// and its full handshake is refused as `revoked`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_keeps_its_cn_and_a_new_crl_ends_its_resumption() {
+    use support::sidecar::{ConfigFile, start_sidecar_file};
+    let mut backend = RawBackend::start("127.0.0.1:0").await;
+    let pki = Pki::new("tickets-mtls");
+    let server = pki.server("server", &["localhost"], 40);
+    let good = pki.client("good", "device-42", 41);
+    let crl = pki.crl("crl", &[]);
+    let tls = tls_table(
+        &server,
+        &format!(
+            "client_ca = \"{}\"\ncrl = [\"{}\"]\nsession_tickets = true\nwatch = \"0s\"\n",
+            pki.ca.display(),
+            crl.display()
+        ),
+    );
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nrelay_threads = 1\n{}",
+        tls_config(&[backend.addr], "proxy_protocol = \"v2\"", &tls)
+    );
+    let file = ConfigFile::new("tickets", &text);
+    let sidecar = start_sidecar_file(&file);
+    let addr = sidecar.addr("mqtts");
+    // One client config for every connection: it keeps the ticket it was given.
+    let config = pki.client_config(Some(&good), &[]);
+
+    // A full handshake, then a resumed one; each sends a byte, the backend answers, and reading
+    // the answer also takes in the ticket that follows the handshake.
+    let mut flags = Vec::new();
+    for _ in 0..2 {
+        let mut client = tls_connect(addr, "localhost", Arc::clone(&config))
+            .await
+            .expect("a good client certificate is accepted");
+        client.write_all(b"C").await.unwrap();
+        let (mut conn, _) = within("the backend connection", backend.accept()).await;
+        let client_addr = client.get_ref().0.local_addr().unwrap();
+        let prefix = proxy_v2_prefix(client_addr, addr);
+        let head = read_n(&mut conn, 16).await;
+        assert_eq!(head[..14], prefix[..14], "a PROXY v2 header");
+        let length = u16::from_be_bytes([head[14], head[15]]) as usize;
+        let rest = read_n(&mut conn, length + 1).await;
+        assert_eq!(rest[..12], prefix[16..], "the client's addresses");
+        // PP2_TYPE_SSL, its length, then the client flags, verify = 0, VERSION, CN.
+        let ssl = &rest[12..length];
+        assert_eq!(ssl[0], 0x20, "PP2_TYPE_SSL");
+        let mut value = ssl[8..].to_vec();
+        value.truncate(length - 12 - 8);
+        let mut want = vec![0x21, 0, 7];
+        want.extend_from_slice(b"TLSv1.3");
+        want.extend_from_slice(&[0x22, 0, 9]);
+        want.extend_from_slice(b"device-42");
+        assert_eq!(value, want, "the version and the verified CN");
+        assert_eq!(ssl[4..8], [0, 0, 0, 0], "verify = 0");
+        assert_eq!(rest[length], b'C', "then the client's byte");
+        flags.push(ssl[3]);
+        conn.write_all(b"A").await.unwrap();
+        let mut answer = [0u8; 1];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"A");
+    }
+    assert_eq!(
+        flags,
+        [0x07, 0x05],
+        "SSL | CERT_CONN | CERT_SESS on the full handshake, SSL | CERT_SESS on the resumed one"
+    );
+    assert_eq!(
+        sidecar.metric("brokerside_tls_resumed_handshakes_total", &[]),
+        1.0
+    );
+
+    let revoking = pki.crl("revoking", &[41]);
+    support::tls::replace_by_rename(&revoking, &crl);
+    let reply = sidecar.reload().await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let refused = match tls_connect(addr, "localhost", Arc::clone(&config)).await {
+        Err(_) => true,
+        Ok(mut stream) => {
+            // TLS 1.3 clients finish before the server has judged their certificate: the
+            // refusal shows on the first read.
+            let _ = stream.write_all(b"x").await;
+            let mut buf = [0u8; 1];
+            !matches!(stream.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "a revoked client resumed its session");
+    // The client may see the refusal before the sidecar has counted it.
+    within("the revoked handshake to be counted", async {
+        while sidecar.metric(
+            "brokerside_tls_handshake_errors_total",
+            &[("reason", "revoked")],
+        ) != 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        sidecar.metric("brokerside_tls_resumed_handshakes_total", &[]),
+        1.0
     );
 }
 

@@ -108,6 +108,10 @@ fn tls_table(tls: &TlsConfig) -> Table {
     t.insert("alpn".into(), list(&tls.alpn));
     t.insert("handshake_timeout".into(), time(tls.handshake_timeout));
     t.insert("watch".into(), time(tls.watch.unwrap_or_default()));
+    t.insert(
+        "session_tickets".into(),
+        Value::Boolean(tls.session_tickets),
+    );
     if !tls.sni.is_empty() {
         let sni = tls.sni.iter().map(|sni| {
             let mut s = Table::new();

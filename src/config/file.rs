@@ -41,6 +41,7 @@ pub struct FileTls {
     pub alpn: Option<Vec<String>>,
     pub handshake_timeout: Option<String>,
     pub watch: Option<String>,
+    pub session_tickets: Option<bool>,
 }
 
 /// One `[[listener.tls.sni]]`: a certificate served to clients that ask for its names.

@@ -362,6 +362,8 @@ pub struct TlsConfig {
     pub handshake_timeout: Duration,
     /// How often the files are read to see whether they changed; `None` = only on reload.
     pub watch: Option<Duration>,
+    /// Whether clients get a session ticket to resume with (stateless, keys of this process).
+    pub session_tickets: bool,
 }
 
 /// A certificate chain and its private key, as PEM files.

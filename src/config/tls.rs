@@ -87,6 +87,7 @@ pub(super) fn tls(file: &FileTls, path: &str, problems: &mut Problems) -> Option
         alpn,
         handshake_timeout,
         watch: (!watch.is_zero()).then_some(watch),
+        session_tickets: file.session_tickets.unwrap_or(false),
     })
 }
 

@@ -77,6 +77,7 @@ impl HandshakeFailure {
 #[derive(Clone)]
 pub(super) struct TlsFamilies {
     handshakes: IntCounterVec,
+    resumed: IntCounterVec,
     failures: IntCounterVec,
     expiry: IntGaugeVec,
     reloads: IntCounterVec,
@@ -92,6 +93,12 @@ impl TlsFamilies {
                 "tls_handshakes_total",
                 "TLS handshakes completed, by protocol version (1.2, 1.3).",
                 &["listener", "version"],
+            ),
+            resumed: counter_vec(
+                registry,
+                "tls_resumed_handshakes_total",
+                "TLS handshakes completed that resumed a session with a ticket (session_tickets), also counted in tls_handshakes_total.",
+                &["listener"],
             ),
             failures: counter_vec(
                 registry,
@@ -130,6 +137,7 @@ impl TlsFamilies {
         TlsMetrics {
             listener: name.to_string(),
             handshakes: per(&self.handshakes, &VERSIONS),
+            resumed: self.resumed.with_label_values(&[name]),
             failures: per(&self.failures, &reasons),
             reloads: per(&self.reloads, &["ok", "error"]),
             expiry: self.expiry.clone(),
@@ -142,6 +150,7 @@ impl TlsFamilies {
         for version in VERSIONS {
             let _ = self.handshakes.remove_label_values(&[name, version]);
         }
+        let _ = self.resumed.remove_label_values(&[name]);
         for reason in HandshakeFailure::ALL {
             let _ = self.failures.remove_label_values(&[name, reason.label()]);
         }
@@ -175,6 +184,7 @@ impl TlsFamilies {
 pub struct TlsMetrics {
     listener: String,
     handshakes: Vec<prometheus::IntCounter>,
+    resumed: prometheus::IntCounter,
     failures: Vec<prometheus::IntCounter>,
     reloads: Vec<prometheus::IntCounter>,
     expiry: IntGaugeVec,
@@ -183,10 +193,13 @@ pub struct TlsMetrics {
 }
 
 impl TlsMetrics {
-    /// Counts a completed handshake.
-    pub fn handshake(&self, version: Option<rustls::ProtocolVersion>) {
+    /// Counts a completed handshake, and whether it resumed a session.
+    pub fn handshake(&self, version: Option<rustls::ProtocolVersion>, resumed: bool) {
         let index = usize::from(version != Some(rustls::ProtocolVersion::TLSv1_2));
         self.handshakes[index].inc();
+        if resumed {
+            self.resumed.inc();
+        }
     }
 
     /// Counts a failed handshake.

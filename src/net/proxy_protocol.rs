@@ -134,17 +134,24 @@ pub struct SslInfo {
     pub client_cert: bool,
     /// The verified client certificate's common name, if it has one.
     pub common_name: Option<String>,
+    /// The session was resumed: its client certificate was verified when the session began,
+    /// not on this connection.
+    pub resumed: bool,
 }
 
 /// Appends a PP2_TYPE_SSL TLV to the v2 `header` (and raises its length field), laid out as
-/// HAProxy's `send-proxy-v2-ssl-cn` lays it out: the client flags (SSL, and CERT_CONN |
-/// CERT_SESS with a client certificate), verify = 0 (verified), then the version and CN
-/// sub-TLVs. EMQX reads the CN from it (`peer_cert_as_username = cn`).
+/// HAProxy's `send-proxy-v2-ssl-cn` lays it out: the client flags (SSL, and with a client
+/// certificate CERT_SESS, plus CERT_CONN when it was sent on this connection rather than in the
+/// session it resumed), verify = 0 (verified), then the version and CN sub-TLVs. EMQX reads the
+/// CN from it (`peer_cert_as_username = cn`).
 pub fn append_ssl_tlv(header: &mut Vec<u8>, ssl: &SslInfo) {
     let mut value = Vec::with_capacity(64);
     let mut client = PP2_CLIENT_SSL;
     if ssl.client_cert {
-        client |= PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS;
+        client |= PP2_CLIENT_CERT_SESS;
+        if !ssl.resumed {
+            client |= PP2_CLIENT_CERT_CONN;
+        }
     }
     value.push(client);
     value.extend_from_slice(&0u32.to_be_bytes());

@@ -359,6 +359,7 @@ async fn open(
                 version: session.version_name(),
                 client_cert: session.conn.peer_certificates().is_some(),
                 common_name: session.client_cn(),
+                resumed: session.resumed(),
             };
             proxy_protocol::append_ssl_tlv(&mut header, &ssl);
         }
@@ -398,7 +399,7 @@ async fn terminate(
     let timeout = terminator.config.handshake_timeout;
     match tokio::time::timeout(timeout, tls::handshake(client, server)).await {
         Ok(Ok(session)) => {
-            metrics.handshake(session.conn.protocol_version());
+            metrics.handshake(session.conn.protocol_version(), session.resumed());
             Some(session)
         }
         Ok(Err(failed)) => {

@@ -279,6 +279,11 @@ impl Handshaken {
         crate::tls::material::common_name(certificate)
     }
 
+    /// Whether the client resumed a session (with a ticket) rather than doing a full handshake.
+    pub(crate) fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The TLS version as OpenSSL names it (`TLSv1.3`), for the PROXY v2 SSL TLV.
     pub(crate) fn version_name(&self) -> &'static str {
         match self.conn.protocol_version() {
