@@ -518,18 +518,8 @@ async fn client_certificates_are_verified_and_the_cn_goes_to_the_broker_in_proxy
     client.write_all(b"CONNECT").await.unwrap();
     let (mut conn, _) = within("the backend connection", backend.accept()).await;
     let client_addr = client.get_ref().0.local_addr().unwrap();
-    let mut want = proxy_v2_prefix(client_addr, addr);
-    // PP2_TYPE_SSL: client = SSL | CERT_CONN | CERT_SESS, verify = 0, then VERSION and CN.
-    let mut ssl = vec![0x07, 0, 0, 0, 0];
-    ssl.extend_from_slice(&[0x21, 0, 7]);
-    ssl.extend_from_slice(b"TLSv1.3");
-    ssl.extend_from_slice(&[0x22, 0, 9]);
-    ssl.extend_from_slice(b"device-42");
-    want.push(0x20);
-    want.extend_from_slice(&(ssl.len() as u16).to_be_bytes());
-    want.extend_from_slice(&ssl);
-    let length = (want.len() - 16) as u16;
-    want[14..16].copy_from_slice(&length.to_be_bytes());
+    // client = SSL | CERT_CONN | CERT_SESS.
+    let mut want = proxy_v2_ssl_header(client_addr, addr, 0x07, b"device-42");
     want.extend_from_slice(b"CONNECT");
     let got = read_n(&mut conn, want.len()).await;
     assert_eq!(
@@ -646,25 +636,17 @@ async fn a_resumed_session_keeps_its_cn_and_a_new_crl_ends_its_resumption() {
         client.write_all(b"C").await.unwrap();
         let (mut conn, _) = within("the backend connection", backend.accept()).await;
         let client_addr = client.get_ref().0.local_addr().unwrap();
-        let prefix = proxy_v2_prefix(client_addr, addr);
-        let head = read_n(&mut conn, 16).await;
-        assert_eq!(head[..14], prefix[..14], "a PROXY v2 header");
-        let length = u16::from_be_bytes([head[14], head[15]]) as usize;
-        let rest = read_n(&mut conn, length + 1).await;
-        assert_eq!(rest[..12], prefix[16..], "the client's addresses");
-        // PP2_TYPE_SSL, its length, then the client flags, verify = 0, VERSION, CN.
-        let ssl = &rest[12..length];
-        assert_eq!(ssl[0], 0x20, "PP2_TYPE_SSL");
-        let mut value = ssl[8..].to_vec();
-        value.truncate(length - 12 - 8);
-        let mut want = vec![0x21, 0, 7];
-        want.extend_from_slice(b"TLSv1.3");
-        want.extend_from_slice(&[0x22, 0, 9]);
-        want.extend_from_slice(b"device-42");
-        assert_eq!(value, want, "the version and the verified CN");
-        assert_eq!(ssl[4..8], [0, 0, 0, 0], "verify = 0");
-        assert_eq!(rest[length], b'C', "then the client's byte");
-        flags.push(ssl[3]);
+        // The header is the same for both but for the client flags, which follow the
+        // addresses, PP2_TYPE_SSL and its length.
+        let mut want = proxy_v2_ssl_header(client_addr, addr, 0, b"device-42");
+        want.push(b'C');
+        let mut got = read_n(&mut conn, want.len()).await;
+        let at = proxy_v2_prefix(client_addr, addr).len() + 3;
+        flags.push(std::mem::take(&mut got[at]));
+        assert_eq!(
+            got, want,
+            "PROXY v2 header with the SSL TLV, then the client's byte"
+        );
         conn.write_all(b"A").await.unwrap();
         let mut answer = [0u8; 1];
         client.read_exact(&mut answer).await.unwrap();
@@ -710,6 +692,25 @@ async fn a_resumed_session_keeps_its_cn_and_a_new_crl_ends_its_resumption() {
         sidecar.metric("brokerside_tls_resumed_handshakes_total", &[]),
         1.0
     );
+}
+
+/// The v2 header HAProxy's `send-proxy-v2-ssl-cn` sends for an IPv4 client `src` connected to
+/// `dst` over TLS 1.3 with a verified certificate named `cn`: PP2_TYPE_SSL with `client` flags,
+/// verify = 0, then the VERSION and CN sub-TLVs.
+fn proxy_v2_ssl_header(src: SocketAddr, dst: SocketAddr, client: u8, cn: &[u8]) -> Vec<u8> {
+    let mut header = proxy_v2_prefix(src, dst);
+    let mut ssl = vec![client, 0, 0, 0, 0];
+    ssl.extend_from_slice(&[0x21, 0, 7]);
+    ssl.extend_from_slice(b"TLSv1.3");
+    ssl.extend_from_slice(&[0x22, 0]);
+    ssl.push(cn.len() as u8);
+    ssl.extend_from_slice(cn);
+    header.push(0x20);
+    header.extend_from_slice(&(ssl.len() as u16).to_be_bytes());
+    header.extend_from_slice(&ssl);
+    let length = (header.len() - 16) as u16;
+    header[14..16].copy_from_slice(&length.to_be_bytes());
+    header
 }
 
 /// The v2 header up to its addresses and ports, for an IPv4 client `src` connected to `dst`.

@@ -10,9 +10,9 @@
 //! that is freed once sent: a partial record from the client, plaintext the broker is behind
 //! on, or (at most one record of) ciphertext a client that does not read is behind on.
 //!
-//! Once the handshake is done, a TLS 1.3 connection leaves rustls' connection for the record
-//! layer of `tls/record.rs`, which holds only the raw traffic keys while idle (see there for
-//! why); TLS 1.2 stays on rustls.
+//! Once the handshake is done, a connection leaves rustls' connection for the record layer of
+//! `tls/record.rs`, which holds only the raw traffic keys while idle (see there for why); a
+//! suite that layer does not seal stays on rustls.
 //!
 //! A close_notify from the client is a FIN to the broker; a FIN from the broker is a
 //! close_notify and a FIN to the client; resets end the other side as on the plain path.
@@ -215,14 +215,14 @@ fn grow_into(
 
 /// The TLS state of a relayed connection, boxed: the relay stays small whichever it is.
 enum Session {
-    /// TLS 1.3: records opened and sealed by `tls/record.rs`.
+    /// Records opened and sealed by `tls/record.rs` (see `Records::seals`).
     Records(Box<Records>),
-    /// TLS 1.2, or a suite sealed only by rustls.
+    /// A suite sealed only by rustls.
     Rustls(Box<UnbufferedServerConnection>),
 }
 
 impl Session {
-    /// Takes the finished handshake's connection over, to TLS 1.3 records where it can.
+    /// Takes the finished handshake's connection over, to `tls/record.rs` where it can.
     fn start(conn: UnbufferedServerConnection) -> Result<Session, rustls::Error> {
         match Records::take_over(conn) {
             Ok(records) => Ok(Session::Records(Box::new(records?))),
@@ -492,7 +492,7 @@ pub(crate) struct TlsRelay {
 impl TlsRelay {
     /// A relay between the client of `session` and `backend`; what arrived with the handshake
     /// must already have been sent to `backend`. Fails only if rustls will not hand a finished
-    /// TLS 1.3 connection over.
+    /// connection over.
     pub(crate) fn new(
         client: TcpStream,
         backend: TcpStream,

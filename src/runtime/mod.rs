@@ -213,11 +213,7 @@ impl Runtime {
                         .filter(|t| t.config == *tls);
                     match before {
                         Some(before) => {
-                            // Files as they were keep the material as it was, and with it the
-                            // ticket keys of the sessions it issued.
-                            if before.material().digest != material.digest {
-                                before.install(material);
-                            }
+                            before.install(material);
                             Arc::clone(before)
                         }
                         None => Arc::new(Terminator::new(

@@ -3,7 +3,7 @@
 //! [`Terminator`] whose material is swapped whole when the files change or a reload re-reads
 //! them: new handshakes take the new material, open connections keep what they started with.
 //! The handshake and the relay of a terminated connection live with the rest of the relay
-//! (`proxy/tls.rs`); after a TLS 1.3 handshake, the relay's records are opened and sealed by
+//! (`proxy/tls.rs`); after the handshake, the relay's records are opened and sealed by
 //! [`record`].
 
 pub mod material;
@@ -85,7 +85,12 @@ impl Terminator {
     }
 
     /// Serves `material` to new handshakes from now on; open connections are untouched.
+    /// Material read from the same files as the one served is not installed: the one served
+    /// stays, and with it the ticket keys of the sessions it issued.
     pub fn install(&self, material: Arc<TlsMaterial>) {
+        if *self.material.load_full() == *material {
+            return;
+        }
         self.metrics.certificates(&material.certificates);
         self.material.store(material);
     }

@@ -76,7 +76,7 @@ pub struct Opened {
     pub closed: bool,
 }
 
-/// The record layer of one TLS 1.3 connection after its handshake. `D` is the side's
+/// The record layer of one TLS 1.3 or 1.2 connection after its handshake. `D` is the side's
 /// connection data: the relay is a server; the fuzz target also drives a client.
 pub struct Records<D = ServerConnectionData> {
     /// Derives the next traffic keys on a TLS 1.3 KeyUpdate; nothing else. Boxed, and dropped

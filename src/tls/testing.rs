@@ -1,4 +1,4 @@
-//! TLS 1.3 connections in memory, for the tests and the fuzz target of [`Records`]: rustls'
+//! TLS 1.3 and 1.2 connections in memory, for the tests and the fuzz target of [`Records`]: rustls'
 //! unbuffered client and server handshake through byte vectors, then each side is taken over
 //! by the record layer, as the relay takes its server side over.
 //!
@@ -121,9 +121,9 @@ impl ServerCertVerifier for AnyCertificate {
 /// Handshakes a client of `client` with a server of `server` in memory, then takes both over.
 ///
 /// Both sides are driven until neither has anything left to send or read and both may write
-/// application data: by then the server has sent its NewSessionTickets and the client has
-/// taken them (a ticket arriving after the client is taken over would be a handshake message
-/// its record layer refuses), and rustls lets a connection with nothing queued be converted.
+/// application data: by then any NewSessionTicket the server sends has been taken by the client
+/// (a ticket arriving after the client is taken over would be a handshake message its record
+/// layer refuses), and rustls lets a connection with nothing queued be converted.
 #[allow(clippy::result_large_err)]
 pub fn pair(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Result<Pair, Error> {
     let mut server = UnbufferedServerConnection::new(server)?;
@@ -153,8 +153,9 @@ pub fn pair(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Result<Pair
             }
         };
         if client_ready && server_ready && to_server.is_empty() && to_client.is_empty() {
-            let server = Records::take_over(server)
-                .map_err(|_| Error::General("the server did not negotiate TLS 1.3".into()))??;
+            let server = Records::take_over(server).map_err(|_| {
+                Error::General("the server negotiated a suite not sealed here".into())
+            })??;
             let (secrets, kernel) = client.dangerous_into_kernel_connection()?;
             return Ok((server, Records::new(secrets, kernel)?));
         }
