@@ -92,8 +92,11 @@ async fn a_one_mebibyte_payload_arrives_byte_exact() {
     let publish = subscriber.next_publish().await;
     assert_eq!(publish.payload.len(), payload.len());
     assert!(publish.payload[..] == payload[..], "payload differs");
-    assert!(proxy.metric(BYTES, &[("direction", "to_backend")]) > payload.len() as u64);
-    assert!(proxy.metric(BYTES, &[("direction", "to_client")]) > payload.len() as u64);
+    for direction in ["to_backend", "to_client"] {
+        proxy
+            .metric_exceeds(BYTES, &[("direction", direction)], payload.len() as u64)
+            .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

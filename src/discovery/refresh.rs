@@ -288,10 +288,9 @@ mod tests {
         assert_eq!(set.error, None);
         assert_eq!(set.peers[0].port, 1883);
         assert_eq!(metrics.discovery("emqx").peers.get(), 2);
-        assert_eq!(
-            std::fs::read_to_string(&file).unwrap(),
-            "emqx@10.0.0.6\nemqx@10.0.0.7\n"
-        );
+        // The file is written after the set is published.
+        let expected = "emqx@10.0.0.6\nemqx@10.0.0.7\n";
+        assert_eq!(until_file(&file, expected).await, expected);
 
         // Records change: the set follows within the interval (TTL 1 s clamped to 200 ms).
         let changed = Instant::now();

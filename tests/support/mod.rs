@@ -127,6 +127,17 @@ impl TestProxy {
         .await
     }
 
+    /// Waits until `metric(name, labels) > floor`: for counters the relay adds to after the
+    /// bytes they count have reached the peer.
+    pub async fn metric_exceeds(&self, name: &str, labels: &[(&str, &str)], floor: u64) {
+        within(&format!("{name}{labels:?} to exceed {floor}"), async {
+            while self.metric(name, labels) <= floor {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
     /// Starts the drain, as SIGTERM would: listeners close after `lb_grace`, then open
     /// connections are closed at `close_rate`.
     pub fn stop(&mut self) {
